@@ -1,0 +1,325 @@
+//! The daemon's configuration: a TOML file whose every key has an embedded
+//! default, so bulkhead runs with no file at all. Unknown keys and bad values
+//! are refused, naming the key. The commented default file that
+//! `bulkhead config default` prints is generated from [`Config::default`] and
+//! [`KEY_DOCS`], so the two can never disagree.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bulkhead_network::PodCidrs;
+use bulkhead_runtime::cgroups::Driver;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Where the daemon looks for its config file when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/bulkhead/config.toml";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub socket: PathBuf,
+    pub shutdown_timeout_seconds: u64,
+    pub log: LogConfig,
+    pub metrics: MetricsConfig,
+    pub runtime: RuntimeConfig,
+    pub network: NetworkConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port` of the Prometheus endpoint; empty turns it off.
+    pub address: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    pub cgroup_driver: CgroupDriverChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriverChoice {
+    Auto,
+    Systemd,
+    Cgroupfs,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    pub pod_cidr: String,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            root: PathBuf::from("/var/lib/bulkhead"),
+            state: PathBuf::from("/run/bulkhead"),
+            socket: PathBuf::from("/run/bulkhead/bulkhead.sock"),
+            shutdown_timeout_seconds: 10,
+            log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
+            runtime: RuntimeConfig::default(),
+            network: NetworkConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> RuntimeConfig {
+        RuntimeConfig { cgroup_driver: CgroupDriverChoice::Auto }
+    }
+}
+
+/// One line of documentation per key, in the order the default file shows them.
+pub const KEY_DOCS: &[(&str, &str)] = &[
+    ("root", "Durable state: metadata, images, snapshots. Flag: --root."),
+    ("state", "State that does not outlive a reboot: locks, pod monitor sockets. Flag: --state."),
+    ("socket", "The CRI gRPC unix socket kubelet and crictl connect to (mode 0660). Flag: --socket."),
+    (
+        "shutdown_timeout_seconds",
+        "On SIGTERM/SIGINT, how long in-flight requests may run before the daemon exits (1-600). Containers are never touched.",
+    ),
+    (
+        "log.level",
+        "trace, debug, info, warn or error, or a tracing filter such as \"info,bulkhead_cri=debug\". Flag: --log-level.",
+    ),
+    ("log.format", "\"text\" or \"json\", written to stderr. Flag: --log-format."),
+    (
+        "metrics.address",
+        "host:port of the Prometheus endpoint (GET /metrics); empty turns it off. Flag: --metrics-addr.",
+    ),
+    (
+        "runtime.cgroup_driver",
+        "\"auto\" (systemd when it runs the host, else cgroupfs), \"systemd\" or \"cgroupfs\"; kubelet's cgroupDriver must match.",
+    ),
+    (
+        "network.pod_cidr",
+        "Pod CIDRs, comma-separated (one IPv4 and/or one IPv6); kubelet's UpdateRuntimeConfig replaces them. Empty: none.",
+    ),
+];
+
+impl Config {
+    /// Parses and validates a config file's text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config> {
+        let de = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let message = e.inner().message().to_owned();
+            let mut key = e.path().to_string();
+            // "unknown field `x`, expected ..." is reported at the enclosing table.
+            if let Some(field) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
+                if key == "." {
+                    key = field.to_owned();
+                } else if !key.ends_with(&format!(".{field}")) && key != field {
+                    key = format!("{key}.{field}");
+                }
+            }
+            let line = e.inner().span().map(|s| text[..s.start].lines().count().max(1));
+            Error::Config {
+                origin: origin.to_owned(),
+                key,
+                message: match line {
+                    Some(line) => format!("{message} (line {line})"),
+                    None => message,
+                },
+            }
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Reads `path`. A missing file is an error only when `explicit` (given
+    /// with `--config`); otherwise the embedded defaults apply.
+    pub fn load(path: &Path, explicit: bool) -> Result<(Config, bool)> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok((Config::parse(&text, path)?, true)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok((Config::default(), false)),
+            Err(source) => Err(Error::ReadConfig { path: path.to_owned(), source }),
+        }
+    }
+
+    /// Checks every value whose type alone does not make it valid.
+    pub fn validate(&self, origin: &Path) -> Result<()> {
+        let bad =
+            |key: &str, message: String| Error::Config { origin: origin.to_owned(), key: key.to_owned(), message };
+        for (key, path) in [("root", &self.root), ("state", &self.state), ("socket", &self.socket)] {
+            if !path.is_absolute() {
+                return Err(bad(key, format!("{} is not an absolute path", path.display())));
+            }
+        }
+        if !(1..=600).contains(&self.shutdown_timeout_seconds) {
+            return Err(bad(
+                "shutdown_timeout_seconds",
+                format!("{} is outside 1..=600", self.shutdown_timeout_seconds),
+            ));
+        }
+        check_log_filter(&self.log.level).map_err(|message| bad("log.level", message))?;
+        self.metrics_address().map_err(|message| bad("metrics.address", message))?;
+        PodCidrs::parse(&self.network.pod_cidr).map_err(|e| bad("network.pod_cidr", e.to_string()))?;
+        Ok(())
+    }
+
+    /// The Prometheus endpoint's address, if it is on.
+    pub fn metrics_address(&self) -> std::result::Result<Option<SocketAddr>, String> {
+        if self.metrics.address.is_empty() {
+            return Ok(None);
+        }
+        self.metrics.address.parse().map(Some).map_err(|e| format!("{:?} is not host:port: {e}", self.metrics.address))
+    }
+
+    /// The configured pod CIDRs (validated at load).
+    pub fn pod_cidrs(&self) -> PodCidrs {
+        PodCidrs::parse(&self.network.pod_cidr).unwrap_or_default()
+    }
+
+    /// The cgroup driver asked for; `None` is auto-detection.
+    pub fn cgroup_driver(&self) -> Option<Driver> {
+        match self.runtime.cgroup_driver {
+            CgroupDriverChoice::Auto => None,
+            CgroupDriverChoice::Systemd => Some(Driver::Systemd),
+            CgroupDriverChoice::Cgroupfs => Some(Driver::Cgroupfs),
+        }
+    }
+
+    /// The config as a commented TOML file, one comment per key.
+    pub fn render_commented(&self) -> String {
+        let value = toml::Value::try_from(self).unwrap_or_else(|_| toml::Value::Table(Default::default()));
+        let mut out = String::from(
+            "# bulkhead configuration (/etc/bulkhead/config.toml).\n\
+             # Every key is optional; each is shown with its default value.\n",
+        );
+        let mut section = "";
+        for (key, doc) in KEY_DOCS {
+            let (table, leaf) = key.rsplit_once('.').unwrap_or(("", key));
+            if table != section {
+                out.push_str(&format!("\n[{table}]\n"));
+                section = table;
+            } else {
+                out.push('\n');
+            }
+            let found = key.split('.').try_fold(&value, |v, part| v.get(part));
+            let rendered = found.map(|v| v.to_string()).unwrap_or_default();
+            out.push_str(&format!("# {doc}\n{leaf} = {rendered}\n"));
+        }
+        out
+    }
+}
+
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Accepts a level, or comma-separated `target=level` directives with an
+/// optional bare default level; a bare word that is not a level (a typo
+/// such as "loud") is refused rather than read as a target name.
+fn check_log_filter(filter: &str) -> std::result::Result<(), String> {
+    let invalid = |why: String| format!("{filter:?} is not a log level or filter: {why}");
+    for directive in filter.split(',').map(str::trim) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, level)| level);
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(invalid(format!("{level:?} is not one of {}", LEVELS.join(", "))));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder().parse(filter).map(drop).map_err(|e| invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaves(value: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+        match value {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    leaves(v, &key, out);
+                }
+            }
+            _ => out.push(prefix.to_owned()),
+        }
+    }
+
+    #[test]
+    fn every_key_is_documented_and_the_default_file_round_trips() {
+        let default = Config::default();
+        let mut keys = Vec::new();
+        leaves(&toml::Value::try_from(&default).unwrap(), "", &mut keys);
+        let mut documented: Vec<String> = KEY_DOCS.iter().map(|(k, _)| k.to_string()).collect();
+        keys.sort();
+        documented.sort();
+        assert_eq!(keys, documented);
+        let text = default.render_commented();
+        assert_eq!(Config::parse(&text, Path::new("default")).unwrap(), default);
+        assert_eq!(Config::parse("", Path::new("empty")).unwrap(), default);
+    }
+
+    fn error_of(text: &str) -> String {
+        Config::parse(text, Path::new("/x.toml")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = error_of("[log]\nlevel = \"info\"\ncolour = true\n");
+        assert!(err.contains("key `log.colour`"), "{err}");
+        assert!(err.contains("/x.toml"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+        let err = error_of("sockets = \"/a\"\n");
+        assert!(err.contains("key `sockets`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (text, key) in [
+            ("[log]\nformat = \"xml\"\n", "log.format"),
+            ("[log]\nlevel = \"loud\"\n", "log.level"),
+            ("[log]\nlevel = \"info,bulkhead_cri=loud\"\n", "log.level"),
+            ("root = \"relative\"\n", "root"),
+            ("root = 7\n", "root"),
+            ("shutdown_timeout_seconds = 0\n", "shutdown_timeout_seconds"),
+            ("[metrics]\naddress = \"nowhere\"\n", "metrics.address"),
+            ("[runtime]\ncgroup_driver = \"cgroupv3\"\n", "runtime.cgroup_driver"),
+            ("[network]\npod_cidr = \"10.0.0.0/40\"\n", "network.pod_cidr"),
+        ] {
+            let err = error_of(text);
+            assert!(err.contains(&format!("key `{key}`")), "{text:?}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn values_are_read() {
+        let c = Config::parse(
+            "root = \"/srv/b\"\n[log]\nformat = \"json\"\n[metrics]\naddress = \"127.0.0.1:1338\"\n[runtime]\ncgroup_driver = \"cgroupfs\"\n",
+            Path::new("t"),
+        )
+        .unwrap();
+        assert_eq!(c.root, PathBuf::from("/srv/b"));
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.metrics_address().unwrap(), Some("127.0.0.1:1338".parse().unwrap()));
+        assert_eq!(c.cgroup_driver(), Some(Driver::Cgroupfs));
+    }
+}

@@ -1,0 +1,264 @@
+//! `RuntimeService`: Version, Status, RuntimeConfig and UpdateRuntimeConfig
+//! are served for real; every other RPC answers UNIMPLEMENTED, naming
+//! itself, until the issue that builds it lands.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+
+use bulkhead_network::PodCidrs;
+use bulkhead_proto::cri::runtime_service_server::RuntimeService;
+use bulkhead_proto::cri::*;
+use bulkhead_proto::{CRI_API_VERSION, KUBELET_API_VERSION};
+use bulkhead_runtime::cgroups::Driver;
+use bulkhead_runtime::host::HostReport;
+use tonic::Request;
+use tonic::codegen::tokio_stream::Stream;
+
+use super::{Context, Cri, Ids, RpcResult};
+use crate::{Error, Result};
+
+pub const RUNTIME_NAME: &str = "bulkhead";
+pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+fn condition(kind: &str, ready: bool, reason: &str, message: &str) -> RuntimeCondition {
+    RuntimeCondition { r#type: kind.into(), status: ready, reason: reason.into(), message: message.into() }
+}
+
+/// RuntimeReady: the host has what containers need and the root is writable.
+fn runtime_condition(ctx: &Context, host: &HostReport) -> RuntimeCondition {
+    if !host.is_fit() {
+        return condition("RuntimeReady", false, "HostNotFit", &host.missing.join("; "));
+    }
+    let root = &ctx.config.root;
+    if let Err(e) = nix::unistd::access(root, nix::unistd::AccessFlags::W_OK) {
+        return condition("RuntimeReady", false, "RootNotWritable", &format!("root {}: {e}", root.display()));
+    }
+    condition("RuntimeReady", true, "", "")
+}
+
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()))
+}
+
+/// The `verbose` info map; crictl shows each value as JSON.
+fn verbose_info(ctx: &Context, host: &HostReport) -> HashMap<String, String> {
+    let network = serde_json::json!({
+        "podCidrs": ctx.network.pod_cidrs().to_string(),
+        "podCidrsFromKubelet": ctx.network.pod_cidrs_from_kubelet().map(|c| c.to_string()),
+        "readiness": ctx.network.readiness(),
+    });
+    let objects = serde_json::json!({
+        "pods": ctx.state.pods().len(),
+        "containers": ctx.state.containers().len(),
+    });
+    HashMap::from([
+        ("config".into(), to_json(&ctx.config)),
+        ("configFile".into(), to_json(&ctx.config_file)),
+        ("cgroupDriver".into(), to_json(&ctx.cgroup_driver)),
+        ("host".into(), to_json(host)),
+        ("network".into(), network.to_string()),
+        ("objects".into(), objects.to_string()),
+    ])
+}
+
+fn status(ctx: &Context, verbose: bool) -> StatusResponse {
+    let host = HostReport::probe();
+    let net = ctx.network.readiness();
+    StatusResponse {
+        status: Some(RuntimeStatus {
+            conditions: vec![
+                runtime_condition(ctx, &host),
+                condition("NetworkReady", net.ready, &net.reason, &net.message),
+            ],
+        }),
+        info: if verbose { verbose_info(ctx, &host) } else { HashMap::new() },
+        // The default handler; the features it does not have yet say false.
+        runtime_handlers: vec![RuntimeHandler {
+            name: String::new(),
+            features: Some(RuntimeHandlerFeatures { recursive_read_only_mounts: false, user_namespaces: false }),
+        }],
+        features: Some(RuntimeFeatures { supplemental_groups_policy: false }),
+    }
+}
+
+fn update_runtime_config(ctx: &Context, req: UpdateRuntimeConfigRequest) -> Result<UpdateRuntimeConfigResponse> {
+    let text = req.runtime_config.and_then(|c| c.network_config).map(|n| n.pod_cidr).unwrap_or_default();
+    let cidrs = PodCidrs::parse(&text).map_err(|e| Error::InvalidArgument {
+        field: "runtime_config.network_config.pod_cidr",
+        message: e.to_string(),
+    })?;
+    if !cidrs.is_empty() {
+        ctx.network.set_pod_cidrs(cidrs.clone())?;
+        tracing::info!(pod_cidr = %cidrs, "pod CIDRs updated");
+    }
+    Ok(UpdateRuntimeConfigResponse {})
+}
+
+fn pod_name(config: Option<&PodSandboxConfig>) -> &str {
+    config.and_then(|c| c.metadata.as_ref()).map_or("", |m| m.name.as_str())
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<ContainerEventResponse, tonic::Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl RuntimeService for Cri {
+    async fn version(&self, _req: Request<VersionRequest>) -> RpcResult<VersionResponse> {
+        self.observe("Version", Ids::none(), async {
+            Ok(VersionResponse {
+                version: KUBELET_API_VERSION.into(),
+                runtime_name: RUNTIME_NAME.into(),
+                runtime_version: RUNTIME_VERSION.into(),
+                runtime_api_version: CRI_API_VERSION.into(),
+            })
+        })
+        .await
+    }
+
+    async fn status(&self, req: Request<StatusRequest>) -> RpcResult<StatusResponse> {
+        let verbose = req.get_ref().verbose;
+        self.observe("Status", Ids::none(), self.blocking(move |ctx| Ok(status(ctx, verbose)))).await
+    }
+
+    async fn runtime_config(&self, _req: Request<RuntimeConfigRequest>) -> RpcResult<RuntimeConfigResponse> {
+        let driver = match self.context().cgroup_driver {
+            Driver::Systemd => CgroupDriver::Systemd,
+            Driver::Cgroupfs => CgroupDriver::Cgroupfs,
+        };
+        self.observe("RuntimeConfig", Ids::none(), async {
+            Ok(RuntimeConfigResponse { linux: Some(LinuxRuntimeConfiguration { cgroup_driver: driver as i32 }) })
+        })
+        .await
+    }
+
+    async fn update_runtime_config(
+        &self,
+        req: Request<UpdateRuntimeConfigRequest>,
+    ) -> RpcResult<UpdateRuntimeConfigResponse> {
+        let req = req.into_inner();
+        self.observe("UpdateRuntimeConfig", Ids::none(), self.blocking(move |ctx| update_runtime_config(ctx, req)))
+            .await
+    }
+
+    async fn run_pod_sandbox(&self, req: Request<RunPodSandboxRequest>) -> RpcResult<RunPodSandboxResponse> {
+        self.unimplemented("RunPodSandbox", Ids::pod(pod_name(req.get_ref().config.as_ref()))).await
+    }
+
+    async fn stop_pod_sandbox(&self, req: Request<StopPodSandboxRequest>) -> RpcResult<StopPodSandboxResponse> {
+        self.unimplemented("StopPodSandbox", Ids::pod(&req.get_ref().pod_sandbox_id)).await
+    }
+
+    async fn remove_pod_sandbox(&self, req: Request<RemovePodSandboxRequest>) -> RpcResult<RemovePodSandboxResponse> {
+        self.unimplemented("RemovePodSandbox", Ids::pod(&req.get_ref().pod_sandbox_id)).await
+    }
+
+    async fn pod_sandbox_status(&self, req: Request<PodSandboxStatusRequest>) -> RpcResult<PodSandboxStatusResponse> {
+        self.unimplemented("PodSandboxStatus", Ids::pod(&req.get_ref().pod_sandbox_id)).await
+    }
+
+    async fn list_pod_sandbox(&self, _req: Request<ListPodSandboxRequest>) -> RpcResult<ListPodSandboxResponse> {
+        self.unimplemented("ListPodSandbox", Ids::none()).await
+    }
+
+    async fn create_container(&self, req: Request<CreateContainerRequest>) -> RpcResult<CreateContainerResponse> {
+        self.unimplemented("CreateContainer", Ids::pod(&req.get_ref().pod_sandbox_id)).await
+    }
+
+    async fn start_container(&self, req: Request<StartContainerRequest>) -> RpcResult<StartContainerResponse> {
+        self.unimplemented("StartContainer", Ids::container(&req.get_ref().container_id)).await
+    }
+
+    async fn stop_container(&self, req: Request<StopContainerRequest>) -> RpcResult<StopContainerResponse> {
+        self.unimplemented("StopContainer", Ids::container(&req.get_ref().container_id)).await
+    }
+
+    async fn remove_container(&self, req: Request<RemoveContainerRequest>) -> RpcResult<RemoveContainerResponse> {
+        self.unimplemented("RemoveContainer", Ids::container(&req.get_ref().container_id)).await
+    }
+
+    async fn list_containers(&self, _req: Request<ListContainersRequest>) -> RpcResult<ListContainersResponse> {
+        self.unimplemented("ListContainers", Ids::none()).await
+    }
+
+    async fn container_status(&self, req: Request<ContainerStatusRequest>) -> RpcResult<ContainerStatusResponse> {
+        self.unimplemented("ContainerStatus", Ids::container(&req.get_ref().container_id)).await
+    }
+
+    async fn update_container_resources(
+        &self,
+        req: Request<UpdateContainerResourcesRequest>,
+    ) -> RpcResult<UpdateContainerResourcesResponse> {
+        self.unimplemented("UpdateContainerResources", Ids::container(&req.get_ref().container_id)).await
+    }
+
+    async fn reopen_container_log(
+        &self,
+        req: Request<ReopenContainerLogRequest>,
+    ) -> RpcResult<ReopenContainerLogResponse> {
+        self.unimplemented("ReopenContainerLog", Ids::container(&req.get_ref().container_id)).await
+    }
+
+    async fn exec_sync(&self, req: Request<ExecSyncRequest>) -> RpcResult<ExecSyncResponse> {
+        self.unimplemented("ExecSync", Ids::container(&req.get_ref().container_id)).await
+    }
+
+    async fn exec(&self, req: Request<ExecRequest>) -> RpcResult<ExecResponse> {
+        self.unimplemented("Exec", Ids::container(&req.get_ref().container_id)).await
+    }
+
+    async fn attach(&self, req: Request<AttachRequest>) -> RpcResult<AttachResponse> {
+        self.unimplemented("Attach", Ids::container(&req.get_ref().container_id)).await
+    }
+
+    async fn port_forward(&self, req: Request<PortForwardRequest>) -> RpcResult<PortForwardResponse> {
+        self.unimplemented("PortForward", Ids::pod(&req.get_ref().pod_sandbox_id)).await
+    }
+
+    async fn container_stats(&self, req: Request<ContainerStatsRequest>) -> RpcResult<ContainerStatsResponse> {
+        self.unimplemented("ContainerStats", Ids::container(&req.get_ref().container_id)).await
+    }
+
+    async fn list_container_stats(
+        &self,
+        _req: Request<ListContainerStatsRequest>,
+    ) -> RpcResult<ListContainerStatsResponse> {
+        self.unimplemented("ListContainerStats", Ids::none()).await
+    }
+
+    async fn pod_sandbox_stats(&self, req: Request<PodSandboxStatsRequest>) -> RpcResult<PodSandboxStatsResponse> {
+        self.unimplemented("PodSandboxStats", Ids::pod(&req.get_ref().pod_sandbox_id)).await
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _req: Request<ListPodSandboxStatsRequest>,
+    ) -> RpcResult<ListPodSandboxStatsResponse> {
+        self.unimplemented("ListPodSandboxStats", Ids::none()).await
+    }
+
+    async fn checkpoint_container(
+        &self,
+        req: Request<CheckpointContainerRequest>,
+    ) -> RpcResult<CheckpointContainerResponse> {
+        self.unimplemented("CheckpointContainer", Ids::container(&req.get_ref().container_id)).await
+    }
+
+    type GetContainerEventsStream = EventStream;
+
+    async fn get_container_events(&self, _req: Request<GetEventsRequest>) -> RpcResult<EventStream> {
+        self.unimplemented("GetContainerEvents", Ids::none()).await
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _req: Request<ListMetricDescriptorsRequest>,
+    ) -> RpcResult<ListMetricDescriptorsResponse> {
+        self.unimplemented("ListMetricDescriptors", Ids::none()).await
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _req: Request<ListPodSandboxMetricsRequest>,
+    ) -> RpcResult<ListPodSandboxMetricsResponse> {
+        self.unimplemented("ListPodSandboxMetrics", Ids::none()).await
+    }
+}

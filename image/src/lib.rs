@@ -1,0 +1,14 @@
+//! The image store of bulkhead (image-spec 1.x and Docker v2): it owns image
+//! references, the registry client, the content store of blobs by digest,
+//! layer unpacking into overlayfs snapshots, garbage collection, and the
+//! durable image metadata that the CRI `ImageService` reports. Today it holds
+//! the metadata records ([`Images`]); pulling lands with the image-store
+//! issue. It must not depend on the CRI server, the network layer or the
+//! runtime core, and must never write outside its own directory under the
+//! bulkhead root.
+
+mod error;
+mod metadata;
+
+pub use error::{Error, Result};
+pub use metadata::{ImageRecord, Images};

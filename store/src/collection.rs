@@ -1,0 +1,210 @@
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::marker::PhantomData;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::error::{Error, Result};
+
+const RECORD_SUFFIX: &str = ".json";
+const TEMP_MARKER: &str = ".tmp.";
+
+/// A directory of records of one type, keyed by id.
+///
+/// Each record lives in `<dir>/<id>.json`. Writes are atomic and durable
+/// (write temp file, fsync, rename, fsync directory). Temporary files left by
+/// a writer that died mid-write are removed by [`Collection::open`].
+#[derive(Debug)]
+pub struct Collection<T> {
+    dir: PathBuf,
+    seq: AtomicU64,
+    _record: PhantomData<fn() -> T>,
+}
+
+/// Checks that `id` can name a record file: 1 to 200 bytes of ASCII
+/// letters, digits, `-`, `_`, `.` and `:`, not starting with `.`. Anything
+/// else (a `/`, `..`, a NUL) could escape the collection's directory.
+pub fn validate_id(id: &str) -> Result<()> {
+    let reason = if id.is_empty() {
+        Some("empty")
+    } else if id.len() > 200 {
+        Some("longer than 200 bytes")
+    } else if id.starts_with('.') {
+        Some("starts with '.'")
+    } else if !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':')) {
+        Some("only ASCII letters, digits, '-', '_', '.' and ':' are allowed")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::InvalidId { id: id.to_owned(), reason }),
+        None => Ok(()),
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Collection<T> {
+    /// Opens (creating it with mode 0700 if needed) the collection in `dir`
+    /// and removes temporary files left by an interrupted write.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(Error::io("create directory", &dir))?;
+        for entry in fs::read_dir(&dir).map_err(Error::io("read directory", &dir))? {
+            let entry = entry.map_err(Error::io("read directory", &dir))?;
+            if entry.file_name().to_string_lossy().contains(TEMP_MARKER) {
+                let path = entry.path();
+                fs::remove_file(&path).map_err(Error::io("remove stale temporary file", &path))?;
+            }
+        }
+        Ok(Collection { dir, seq: AtomicU64::new(0), _record: PhantomData })
+    }
+
+    /// The directory holding this collection's records.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path_of(&self, id: &str) -> Result<PathBuf> {
+        validate_id(id)?;
+        Ok(self.dir.join(format!("{id}{RECORD_SUFFIX}")))
+    }
+
+    /// Writes `record` under `id`, replacing any previous version atomically.
+    /// When this returns, the record survives a crash or power loss.
+    pub fn put(&self, id: &str, record: &T) -> Result<()> {
+        let path = self.path_of(id)?;
+        let bytes = serde_json::to_vec_pretty(record).map_err(|source| Error::Encode { id: id.to_owned(), source })?;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.dir.join(format!("{id}{TEMP_MARKER}{}.{seq}", std::process::id()));
+        let written = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(Error::io("create", &tmp))?;
+            file.write_all(&bytes).map_err(Error::io("write", &tmp))?;
+            file.sync_all().map_err(Error::io("fsync", &tmp))?;
+            fs::rename(&tmp, &path).map_err(Error::io("rename into place", &path))
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written?;
+        self.sync_dir()
+    }
+
+    /// Reads the record stored under `id`, if any.
+    pub fn get(&self, id: &str) -> Result<Option<T>> {
+        let path = self.path_of(id)?;
+        match fs::read(&path) {
+            Ok(bytes) => decode(&path, &bytes).map(Some),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Io { op: "read", path, source: e }),
+        }
+    }
+
+    /// Removes the record stored under `id`; returns whether it existed.
+    pub fn delete(&self, id: &str) -> Result<bool> {
+        let path = self.path_of(id)?;
+        match fs::remove_file(&path) {
+            Ok(()) => self.sync_dir().map(|()| true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::Io { op: "remove", path, source: e }),
+        }
+    }
+
+    /// Loads every record, sorted by id. A corrupt record is an error naming
+    /// its file: atomic writes mean it was damaged outside bulkhead.
+    pub fn load_all(&self) -> Result<Vec<(String, T)>> {
+        let mut records = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(Error::io("read directory", &self.dir))? {
+            let entry = entry.map_err(Error::io("read directory", &self.dir))?;
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(RECORD_SUFFIX)) else {
+                continue;
+            };
+            if validate_id(id).is_err() {
+                continue;
+            }
+            let path = entry.path();
+            let bytes = fs::read(&path).map_err(Error::io("read", &path))?;
+            records.push((id.to_owned(), decode(&path, &bytes)?));
+        }
+        records.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(records)
+    }
+
+    fn sync_dir(&self) -> Result<()> {
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(Error::io("fsync directory", &self.dir))
+    }
+}
+
+fn decode<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| Error::Corrupt { path: path.to_owned(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Rec {
+        n: u32,
+        name: String,
+    }
+
+    fn rec(n: u32) -> Rec {
+        Rec { n, name: format!("r{n}") }
+    }
+
+    #[test]
+    fn put_get_replace_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let c: Collection<Rec> = Collection::open(dir.path().join("pods")).unwrap();
+        assert_eq!(c.get("a").unwrap(), None);
+        c.put("a", &rec(1)).unwrap();
+        assert_eq!(c.get("a").unwrap(), Some(rec(1)));
+        c.put("a", &rec(2)).unwrap();
+        assert_eq!(c.get("a").unwrap(), Some(rec(2)));
+        c.put("sha256:ab", &rec(3)).unwrap();
+        let all = c.load_all().unwrap();
+        assert_eq!(all, vec![("a".into(), rec(2)), ("sha256:ab".into(), rec(3))]);
+        assert!(c.delete("a").unwrap());
+        assert!(!c.delete("a").unwrap());
+        assert_eq!(c.load_all().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn ids_cannot_escape_the_directory() {
+        for bad in ["", "../x", "a/b", ".hidden", "a\0b", &"x".repeat(201)] {
+            assert!(matches!(validate_id(bad), Err(Error::InvalidId { .. })), "{bad:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let c: Collection<Rec> = Collection::open(dir.path()).unwrap();
+        assert!(c.put("../escape", &rec(1)).is_err());
+        assert!(!dir.path().parent().unwrap().join("escape.json").exists());
+    }
+
+    #[test]
+    fn open_removes_stale_temporaries_and_load_skips_foreign_files() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.json.tmp.99.0"), b"{\"n\":").unwrap();
+        fs::write(dir.path().join("README"), b"not a record").unwrap();
+        let c: Collection<Rec> = Collection::open(dir.path()).unwrap();
+        assert!(!dir.path().join("a.json.tmp.99.0").exists());
+        assert!(c.load_all().unwrap().is_empty());
+    }
+
+    #[test]
+    fn corrupt_record_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("bad.json"), b"{").unwrap();
+        let c: Collection<Rec> = Collection::open(dir.path()).unwrap();
+        let err = c.load_all().unwrap_err().to_string();
+        assert!(err.contains("bad.json"), "{err}");
+    }
+}
