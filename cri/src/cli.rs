@@ -10,7 +10,12 @@ use crate::config::{Config, DEFAULT_CONFIG_PATH, LogFormat};
 use crate::{Result, daemon};
 
 #[derive(Debug, Parser)]
-#[command(name = "bulkhead", version, about = "A Kubernetes container runtime: CRI v1 on a unix socket")]
+#[command(
+    name = "bulkhead",
+    version,
+    args_override_self = true,
+    about = "A Kubernetes container runtime: CRI v1 on a unix socket"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -1,1 +1,300 @@
-//! placeholder
+//! The whole-system test harness: it starts the real `bulkhead` binary as a
+//! child process on a private root, state directory and socket, waits until
+//! it answers, hands out CRI clients connected over the unix socket, and on
+//! drop stops it and asserts that nothing it created is left behind — no
+//! process, no mount under its directories, no file outside them. It owns
+//! test support only and must not reach into the daemon's crates: tests see
+//! bulkhead exactly as kubelet and crictl do, through the socket.
+//!
+//! The binary is `target/<profile>/bulkhead` beside the test executable (or
+//! `$BULKHEAD_BIN`); the README's test command builds it first.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use bulkhead_proto::cri::VersionRequest;
+use bulkhead_proto::cri::image_service_client::ImageServiceClient;
+use bulkhead_proto::cri::runtime_service_client::RuntimeServiceClient;
+use hyper_util::rt::TokioIo;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+pub use bulkhead_proto::cri;
+
+/// Paths outside a test's temporary directory that a daemon must never
+/// create when it is given its own root, state and socket.
+const HOST_PATHS: [&str; 4] = ["/var/lib/bulkhead", "/run/bulkhead", "/etc/bulkhead", "/etc/cni/net.d/bulkhead"];
+
+/// The `bulkhead` binary under test.
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("BULKHEAD_BIN") {
+        return PathBuf::from(path);
+    }
+    // target/<profile>/deps/<test-binary> -> target/<profile>/bulkhead
+    let exe = std::env::current_exe().expect("path of the test executable");
+    let path = exe.parent().and_then(Path::parent).map(|d| d.join("bulkhead")).expect("target directory");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build --bin bulkhead`; scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// Panics unless the tests run as root, which the daemon requires.
+pub fn require_root() {
+    assert!(nix::unistd::geteuid().is_root(), "the e2e tests drive a real daemon and must run as root");
+}
+
+/// A private directory for one daemon: `root/`, `state/`, and the socket in
+/// a directory that does not exist yet (the daemon must create it).
+#[derive(Debug)]
+pub struct Sandbox {
+    pub dir: TempDir,
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub socket: PathBuf,
+    host_paths_before: Vec<bool>,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        require_root();
+        let dir = tempfile::Builder::new().prefix("bulkhead-e2e-").tempdir().expect("temporary directory");
+        let root = dir.path().join("root");
+        let state = dir.path().join("state");
+        let socket = dir.path().join("run/cri/bulkhead.sock");
+        let host_paths_before = HOST_PATHS.iter().map(|p| Path::new(p).exists()).collect();
+        Sandbox { dir, root, state, socket, host_paths_before }
+    }
+
+    /// The flags that point a daemon at this sandbox.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        for (flag, path) in [("--root", &self.root), ("--state", &self.state), ("--socket", &self.socket)] {
+            args.push(flag.to_owned());
+            args.push(path.display().to_string());
+        }
+        args
+    }
+
+    /// A `bulkhead` command with this sandbox's flags and then `extra`.
+    pub fn command(&self, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(binary());
+        cmd.args(self.args()).args(extra).stdin(Stdio::null());
+        cmd
+    }
+
+    /// Everything this sandbox's daemons left on the host, cleaning it up
+    /// as it is found: processes that name the sandbox, mounts under it,
+    /// host paths that did not exist before.
+    pub fn sweep(&self) -> Vec<String> {
+        let mut leftovers = Vec::new();
+        let marker = self.dir.path().to_string_lossy().into_owned();
+        for pid in processes_mentioning(&marker) {
+            leftovers.push(format!("process {pid} still runs"));
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        for mountpoint in mounts_under(self.dir.path()) {
+            leftovers.push(format!("mount {} remains", mountpoint.display()));
+            let _ = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH);
+        }
+        for (path, existed) in HOST_PATHS.iter().zip(&self.host_paths_before) {
+            if !existed && Path::new(path).exists() {
+                leftovers.push(format!("{path} was created outside the sandbox"));
+            }
+        }
+        leftovers
+    }
+}
+
+impl Default for Sandbox {
+    fn default() -> Sandbox {
+        Sandbox::new()
+    }
+}
+
+fn processes_mentioning(marker: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(marker))
+        })
+        .collect()
+}
+
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut found: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    // Deepest first, so unmounting works from the leaves.
+    found.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    found
+}
+
+/// A running `bulkhead` daemon.
+#[derive(Debug)]
+pub struct Daemon {
+    pub sandbox: Sandbox,
+    extra: Vec<String>,
+    child: Option<Child>,
+    log: PathBuf,
+    starts: u32,
+}
+
+impl Daemon {
+    /// Starts a daemon on a fresh sandbox and waits until it answers.
+    pub async fn start() -> Daemon {
+        Daemon::start_with(Sandbox::new(), &[]).await
+    }
+
+    /// Starts a daemon on `sandbox` with `extra` flags and waits until it answers.
+    pub async fn start_with(sandbox: Sandbox, extra: &[&str]) -> Daemon {
+        let log = sandbox.dir.path().join("daemon.log");
+        let mut daemon =
+            Daemon { sandbox, extra: extra.iter().map(|s| s.to_string()).collect(), child: None, log, starts: 0 };
+        daemon.spawn().await;
+        daemon
+    }
+
+    async fn spawn(&mut self) {
+        assert!(self.child.is_none(), "daemon already running");
+        let log = File::options().create(true).append(true).open(&self.log).expect("daemon log file");
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let child = self
+            .sandbox
+            .command(&extra)
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary().display()));
+        self.child = Some(child);
+        self.starts += 1;
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                panic!("bulkhead exited during start ({status}):\n{}", self.log_text());
+            }
+            if let Ok(mut client) = self.try_runtime().await
+                && client.version(VersionRequest::default()).await.is_ok()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "bulkhead did not answer within 30s:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    /// Everything the daemon wrote to stdout and stderr, over all its starts.
+    pub fn log_text(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = File::open(&self.log) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    async fn channel(&self) -> Result<Channel, tonic::transport::Error> {
+        let socket = self.sandbox.socket.clone();
+        Endpoint::try_from("http://[::]:50051")?
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let socket = socket.clone();
+                async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+            }))
+            .await
+    }
+
+    async fn try_runtime(&self) -> Result<RuntimeServiceClient<Channel>, tonic::transport::Error> {
+        Ok(RuntimeServiceClient::new(self.channel().await?))
+    }
+
+    /// A `RuntimeService` client connected over the socket.
+    pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
+        self.try_runtime().await.expect("connect RuntimeService")
+    }
+
+    /// An `ImageService` client connected over the socket.
+    pub async fn image(&self) -> ImageServiceClient<Channel> {
+        ImageServiceClient::new(self.channel().await.expect("connect ImageService"))
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would, and reaps it.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("daemon running");
+        child.kill().expect("SIGKILL bulkhead");
+        child.wait().expect("reap bulkhead");
+    }
+
+    /// Sends SIGTERM and waits (up to 30 s) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for bulkhead") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("bulkhead ignored SIGTERM for 30s:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the daemon again on the same sandbox and flags.
+    pub async fn restart(&mut self) {
+        self.spawn().await;
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let status = self.terminate();
+            if !std::thread::panicking() {
+                assert!(status.success(), "bulkhead exited with {status} on SIGTERM:\n{}", self.log_text());
+            }
+        }
+        let leftovers = self.sandbox.sweep();
+        if !std::thread::panicking() {
+            assert!(leftovers.is_empty(), "bulkhead left things behind: {leftovers:#?}");
+        }
+    }
+}
+
+/// Runs `bulkhead` to completion with `args` (no daemon expected to stay),
+/// returning its exit status and stderr.
+pub fn run_to_exit(mut cmd: Command) -> (ExitStatus, String) {
+    let out = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output().expect("run bulkhead");
+    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A loopback TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}

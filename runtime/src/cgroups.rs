@@ -49,10 +49,8 @@ impl Layout {
             };
             let Some(mountpoint) = left.split_whitespace().nth(4) else { continue };
             match fstype {
-                "cgroup2" => {
-                    if v2_mountpoint.is_none() {
-                        v2_mountpoint = Some(PathBuf::from(unescape(mountpoint)));
-                    }
+                "cgroup2" if v2_mountpoint.is_none() => {
+                    v2_mountpoint = Some(PathBuf::from(unescape(mountpoint)));
                 }
                 "cgroup" => {
                     for opt in superopts.split(',') {

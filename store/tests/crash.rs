@@ -2,6 +2,8 @@
 //! either at a version it fully wrote or at the one before: never torn, never
 //! missing once written.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
