@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH, LogFormat};
-use crate::{Result, daemon};
+use crate::{Error, Result, daemon};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -88,9 +88,27 @@ impl Cli {
             flagged = true;
         }
         if flagged {
-            config.validate(Path::new("command-line flags"))?;
+            config.validate(Path::new("command-line flags")).map_err(name_flag)?;
         }
         Ok((config, read.then_some(path)))
+    }
+}
+
+/// Names the flag, not the config key, when a flag's value is refused.
+fn name_flag(e: Error) -> Error {
+    match e {
+        Error::Config { origin, key, message } => {
+            let flag = match key.as_str() {
+                "root" => "--root",
+                "state" => "--state",
+                "socket" => "--socket",
+                "log.level" => "--log-level",
+                "metrics.address" => "--metrics-addr",
+                _ => return Error::Config { origin, key, message },
+            };
+            Error::Config { origin, key: format!("{key}` (flag `{flag}"), message }
+        }
+        e => e,
     }
 }
 
@@ -121,7 +139,11 @@ fn serve(cli: &Cli) -> Result<()> {
         .thread_name("bulkhead")
         .build()
         .map_err(crate::Error::io("start the async runtime", "tokio"))?;
-    runtime.block_on(daemon::run(config, file))
+    let grace = std::time::Duration::from_secs(config.shutdown_timeout_seconds);
+    let outcome = runtime.block_on(daemon::run(config, file));
+    // Blocking tasks (disk writes) still running get the same grace, no more.
+    runtime.shutdown_timeout(grace);
+    outcome
 }
 
 /// Entry point of the `bulkhead` binary.

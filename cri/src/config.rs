@@ -130,7 +130,9 @@ impl Config {
     pub fn parse(text: &str, origin: &Path) -> Result<Config> {
         let de = toml::Deserializer::new(text);
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let message = e.inner().message().to_owned();
+            // toml's messages can span lines; errors here are one line.
+            let message =
+                e.inner().message().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
             let mut key = e.path().to_string();
             // "unknown field `x`, expected ..." is reported at the enclosing table.
             if let Some(field) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
@@ -140,7 +142,11 @@ impl Config {
                     key = format!("{key}.{field}");
                 }
             }
-            let line = e.inner().span().map(|s| text[..s.start].lines().count().max(1));
+            let line = e.inner().span().map(|s| text[..s.start].matches('\n').count() + 1);
+            if key == "." {
+                // Not a key's value: the file is not valid TOML.
+                return Error::ConfigSyntax { origin: origin.to_owned(), line: line.unwrap_or(1), message };
+            }
             Error::Config {
                 origin: origin.to_owned(),
                 key,
@@ -172,6 +178,12 @@ impl Config {
             if !path.is_absolute() {
                 return Err(bad(key, format!("{} is not an absolute path", path.display())));
             }
+        }
+        if self.state == self.root {
+            return Err(bad(
+                "state",
+                format!("{} is also the root; they must be different directories", self.state.display()),
+            ));
         }
         if !(1..=600).contains(&self.shutdown_timeout_seconds) {
             return Err(bad(
@@ -289,6 +301,16 @@ mod tests {
         assert!(!err.contains('\n'), "one line: {err}");
         let err = error_of("sockets = \"/a\"\n");
         assert!(err.contains("key `sockets`"), "{err}");
+        assert!(err.contains("(line 1)"), "{err}");
+        let err = error_of("\n\n[log]\ncolour = 1\n");
+        assert!(err.contains("key `log.colour`") && err.contains("(line 4)"), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let err = error_of("root = \"/a\"\n[log\n");
+        assert!(err.contains("/x.toml") && err.contains("line 2") && err.contains("not valid TOML"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
     }
 
     #[test]
@@ -303,6 +325,7 @@ mod tests {
             ("[metrics]\naddress = \"nowhere\"\n", "metrics.address"),
             ("[runtime]\ncgroup_driver = \"cgroupv3\"\n", "runtime.cgroup_driver"),
             ("[network]\npod_cidr = \"10.0.0.0/40\"\n", "network.pod_cidr"),
+            ("root = \"/srv/b\"\nstate = \"/srv/b\"\n", "state"),
         ] {
             let err = error_of(text);
             assert!(err.contains(&format!("key `{key}`")), "{text:?}: {err}");

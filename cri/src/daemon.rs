@@ -88,7 +88,25 @@ struct Ready {
     _locks: Vec<Flock<File>>,
 }
 
-async fn prepare(config: Config, config_file: Option<PathBuf>, created: &mut Vec<PathBuf>) -> Result<Ready> {
+/// What a start has claimed so far, so that a failed start can give it back:
+/// directories it created (removed) and locks it holds (released after).
+#[derive(Default)]
+struct Claimed {
+    dirs: Vec<PathBuf>,
+    locks: Vec<Flock<File>>,
+}
+
+impl Claimed {
+    /// Removes what this start created, then releases its locks.
+    fn roll_back(self) {
+        for dir in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        drop(self.locks);
+    }
+}
+
+async fn prepare(config: Config, config_file: Option<PathBuf>, claimed: &mut Claimed) -> Result<Ready> {
     let cgroup_driver = Driver::choose(config.cgroup_driver(), Path::new(SYSTEMD_MARKER))?;
     let metrics_address = config.metrics_address().map_err(|message| Error::Config {
         origin: PathBuf::from("effective configuration"),
@@ -98,12 +116,13 @@ async fn prepare(config: Config, config_file: Option<PathBuf>, created: &mut Vec
     // A live daemon on the socket: refuse before creating anything.
     socket::probe(&config.socket)?;
 
-    create_dir(&config.root, 0o711, created)?;
-    create_dir(&config.state, 0o711, created)?;
+    create_dir(&config.root, 0o711, &mut claimed.dirs)?;
+    create_dir(&config.state, 0o711, &mut claimed.dirs)?;
     if let Some(parent) = config.socket.parent() {
-        create_dir(parent, 0o711, created)?;
+        create_dir(parent, 0o711, &mut claimed.dirs)?;
     }
-    let locks = vec![lock_dir(&config.root)?, lock_dir(&config.state)?];
+    claimed.locks.push(lock_dir(&config.root)?);
+    claimed.locks.push(lock_dir(&config.state)?);
 
     let root = config.root.clone();
     let pod_cidrs = config.pod_cidrs();
@@ -144,7 +163,7 @@ async fn prepare(config: Config, config_file: Option<PathBuf>, created: &mut Vec
         locks: KeyedLocks::new(),
         metrics: Metrics::default(),
     });
-    Ok(Ready { ctx, socket, metrics_listener, _locks: locks })
+    Ok(Ready { ctx, socket, metrics_listener, _locks: std::mem::take(&mut claimed.locks) })
 }
 
 /// Resolves when SIGTERM or SIGINT arrives, naming it.
@@ -158,17 +177,16 @@ async fn shutdown_signal() -> Result<&'static str> {
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns after a clean shutdown.
+/// The caller has checked [`check_root`] and must shut its tokio runtime
+/// down with a timeout, so a stuck blocking task cannot hold the exit.
 pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
-    check_root()?;
     let signal = tokio::spawn(shutdown_signal());
     let grace = Duration::from_secs(config.shutdown_timeout_seconds);
-    let mut created = Vec::new();
-    let ready = match prepare(config, config_file, &mut created).await {
+    let mut claimed = Claimed::default();
+    let ready = match prepare(config, config_file, &mut claimed).await {
         Ok(ready) => ready,
         Err(e) => {
-            for dir in created.iter().rev() {
-                let _ = std::fs::remove_dir_all(dir);
-            }
+            claimed.roll_back();
             return Err(e);
         }
     };

@@ -9,6 +9,8 @@ use tonic::{Code, Status};
 pub enum Error {
     #[error("config {origin}: key `{key}`: {message}")]
     Config { origin: PathBuf, key: String, message: String },
+    #[error("config {origin}: line {line}: not valid TOML: {message}")]
+    ConfigSyntax { origin: PathBuf, line: usize, message: String },
     #[error("read config {path}: {source}")]
     ReadConfig {
         path: PathBuf,
@@ -34,7 +36,7 @@ pub enum Error {
         "{path} is locked by another bulkhead daemon ({holder}); two daemons cannot share a root or state directory"
     )]
     Locked { path: PathBuf, holder: String },
-    #[error("metrics endpoint {address}: {source}")]
+    #[error("metrics endpoint {address} (metrics.address, --metrics-addr): {source}")]
     Metrics {
         address: String,
         #[source]
@@ -48,8 +50,8 @@ pub enum Error {
     Network(#[from] bulkhead_network::Error),
     #[error(transparent)]
     Store(#[from] bulkhead_store::Error),
-    #[error(transparent)]
-    State(#[from] crate::state::StateError),
+    #[error("pod sandbox {id} not found")]
+    PodNotFound { id: String },
     #[error("{rpc} is not implemented in bulkhead {version} yet", version = env!("CARGO_PKG_VERSION"))]
     Unimplemented { rpc: &'static str },
     #[error("{field}: {message}")]
@@ -73,8 +75,9 @@ impl Error {
             Error::InvalidArgument { .. } | Error::Network(bulkhead_network::Error::InvalidCidr { .. }) => {
                 Code::InvalidArgument
             }
-            Error::Config { .. } => Code::InvalidArgument,
-            Error::State(crate::state::StateError::PodNotFound(_)) => Code::NotFound,
+            Error::Config { .. } | Error::ConfigSyntax { .. } => Code::InvalidArgument,
+            Error::PodNotFound { .. } => Code::NotFound,
+            Error::Store(bulkhead_store::Error::InvalidId { .. }) => Code::InvalidArgument,
             Error::SocketInUse { .. } | Error::Locked { .. } => Code::FailedPrecondition,
             Error::NotRoot { .. } => Code::PermissionDenied,
             Error::ReadConfig { .. }

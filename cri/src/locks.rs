@@ -16,10 +16,13 @@ pub struct KeyedLocks {
     slots: Arc<Mutex<HashMap<String, Slot>>>,
 }
 
-/// Holds the lock of one key until dropped.
+/// Holds the lock of one key until dropped. While a `lock` call waits, its
+/// not-yet-acquired guard exists too, so a waiter that is cancelled still
+/// removes an entry nobody else uses.
 #[derive(Debug)]
 pub struct KeyGuard {
     guard: Option<OwnedMutexGuard<()>>,
+    slot: Option<Slot>,
     key: String,
     slots: Arc<Mutex<HashMap<String, Slot>>>,
 }
@@ -35,8 +38,12 @@ impl KeyedLocks {
             let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
             slots.entry(key.to_owned()).or_default().clone()
         };
-        let guard = slot.lock_owned().await;
-        KeyGuard { guard: Some(guard), key: key.to_owned(), slots: self.slots.clone() }
+        // Declared before the acquiring future, so dropped after it on cancellation.
+        let mut held =
+            KeyGuard { guard: None, slot: Some(slot.clone()), key: key.to_owned(), slots: self.slots.clone() };
+        let acquire = slot.lock_owned();
+        held.guard = Some(acquire.await);
+        held
     }
 
     /// How many keys are held or waited for.
@@ -52,6 +59,7 @@ impl KeyedLocks {
 impl Drop for KeyGuard {
     fn drop(&mut self) {
         self.guard.take();
+        self.slot.take();
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         // Only the map holds the slot: nobody holds or waits for this key.
         if slots.get(&self.key).is_some_and(|slot| Arc::strong_count(slot) == 1) {
@@ -90,5 +98,22 @@ mod tests {
         }
         assert_eq!(*order.lock().unwrap(), vec![0, 1, 2]);
         assert!(locks.is_empty(), "idle keys are dropped");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_waiter_leaves_no_entry() {
+        let locks = KeyedLocks::new();
+        let held = locks.lock("c1").await;
+        let waiter = {
+            let locks = locks.clone();
+            tokio::spawn(async move {
+                let _g = locks.lock("c1").await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waiter.abort();
+        let _ = waiter.await;
+        drop(held);
+        assert!(locks.is_empty(), "{} entries left", locks.len());
     }
 }

@@ -4,7 +4,9 @@
 //! objects are kept consistent by write order — a pod is written before its
 //! containers and removed after them — so a crash at any instant leaves at
 //! worst a container whose pod is gone, which [`State::open`] repairs.
-//! Callers order concurrent requests per object with [`crate::locks`].
+//! Callers order concurrent requests per object with [`crate::locks`]:
+//! creating a container and removing a pod both hold the pod's key, so a
+//! container can never be written for a pod that is being removed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -13,7 +15,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use bulkhead_store::Collection;
 use serde::{Deserialize, Serialize};
 
-use crate::Result;
+use crate::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PodState {
@@ -87,12 +89,6 @@ pub struct Recovered {
     pub orphans_removed: Vec<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    #[error("pod sandbox {0} not found")]
-    PodNotFound(String),
-}
-
 impl State {
     /// Loads every pod and container under `root`, removing containers
     /// whose pod record is gone. Blocks on disk I/O.
@@ -149,7 +145,7 @@ impl State {
     /// Creates or replaces a container record, durably; its pod must exist.
     pub fn put_container(&self, container: ContainerRecord) -> Result<()> {
         if !self.index().pods.contains_key(&container.pod_id) {
-            return Err(StateError::PodNotFound(container.pod_id).into());
+            return Err(Error::PodNotFound { id: container.pod_id });
         }
         self.containers.put(&container.id, &container)?;
         self.index().containers.insert(container.id.clone(), container);

@@ -4,11 +4,14 @@
 //! drop stops it and asserts that nothing it created is left behind — no
 //! process, no mount under its directories, no file outside them. It owns
 //! test support only and must not reach into the daemon's crates: tests see
-//! bulkhead exactly as kubelet and crictl do, through the socket.
+//! bulkhead exactly as kubelet and crictl do, through the socket (it reads
+//! host state, such as the mount table, with the runtime crate's parsers).
 //!
 //! The binary is `target/<profile>/bulkhead` beside the test executable (or
 //! `$BULKHEAD_BIN`); the README's test command builds it first.
 
+use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -59,7 +62,13 @@ pub struct Sandbox {
     pub root: PathBuf,
     pub state: PathBuf,
     pub socket: PathBuf,
-    host_paths_before: Vec<bool>,
+    host_paths_before: Vec<Option<BTreeSet<OsString>>>,
+}
+
+/// The entries of a directory, or `None` when it does not exist.
+fn listing(path: &Path) -> Option<BTreeSet<OsString>> {
+    let entries = std::fs::read_dir(path).ok()?;
+    Some(entries.filter_map(|e| Some(e.ok()?.file_name())).collect())
 }
 
 impl Sandbox {
@@ -69,7 +78,7 @@ impl Sandbox {
         let root = dir.path().join("root");
         let state = dir.path().join("state");
         let socket = dir.path().join("run/cri/bulkhead.sock");
-        let host_paths_before = HOST_PATHS.iter().map(|p| Path::new(p).exists()).collect();
+        let host_paths_before = HOST_PATHS.iter().map(|p| listing(Path::new(p))).collect();
         Sandbox { dir, root, state, socket, host_paths_before }
     }
 
@@ -104,9 +113,16 @@ impl Sandbox {
             leftovers.push(format!("mount {} remains", mountpoint.display()));
             let _ = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH);
         }
-        for (path, existed) in HOST_PATHS.iter().zip(&self.host_paths_before) {
-            if !existed && Path::new(path).exists() {
-                leftovers.push(format!("{path} was created outside the sandbox"));
+        for (path, before) in HOST_PATHS.iter().zip(&self.host_paths_before) {
+            let after = listing(Path::new(path));
+            match (before, &after) {
+                (None, Some(_)) => leftovers.push(format!("{path} was created outside the sandbox")),
+                (Some(before), Some(after)) => {
+                    for added in after.difference(before) {
+                        leftovers.push(format!("{path}/{} was created outside the sandbox", added.to_string_lossy()));
+                    }
+                }
+                _ => {}
             }
         }
         leftovers
@@ -133,13 +149,8 @@ fn processes_mentioning(marker: &str) -> Vec<i32> {
 }
 
 fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut found: Vec<PathBuf> = text
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .map(|m| PathBuf::from(m.replace("\\040", " ")))
-        .filter(|m| m.starts_with(dir))
-        .collect();
+    let mounts = bulkhead_runtime::mountinfo::read(Path::new("/proc/self/mountinfo")).unwrap_or_default();
+    let mut found: Vec<PathBuf> = mounts.into_iter().map(|m| m.mountpoint).filter(|m| m.starts_with(dir)).collect();
     // Deepest first, so unmounting works from the leaves.
     found.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
     found
@@ -274,16 +285,22 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The test failed already: clean up without a second panic.
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            self.sandbox.sweep();
+            return;
+        }
         if self.child.is_some() {
             let status = self.terminate();
-            if !std::thread::panicking() {
-                assert!(status.success(), "bulkhead exited with {status} on SIGTERM:\n{}", self.log_text());
-            }
+            assert!(status.success(), "bulkhead exited with {status} on SIGTERM:\n{}", self.log_text());
+            assert!(!self.sandbox.socket.exists(), "a clean shutdown removes the socket");
         }
         let leftovers = self.sandbox.sweep();
-        if !std::thread::panicking() {
-            assert!(leftovers.is_empty(), "bulkhead left things behind: {leftovers:#?}");
-        }
+        assert!(leftovers.is_empty(), "bulkhead left things behind: {leftovers:#?}");
     }
 }
 

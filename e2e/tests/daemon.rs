@@ -184,6 +184,18 @@ fn a_bad_config_file_is_refused_naming_the_key_and_creating_nothing() {
 }
 
 #[test]
+fn a_bad_flag_value_is_refused_naming_the_flag() {
+    let sandbox = Sandbox::new();
+    let (status, stderr) = run_to_exit(sandbox.command(&["--root", "relative/root"]));
+    assert!(!status.success());
+    assert!(error_line(&stderr).contains("--root"), "{stderr}");
+    let (status, stderr) = run_to_exit(sandbox.command(&["--metrics-addr", "localhost"]));
+    assert!(!status.success());
+    assert!(error_line(&stderr).contains("--metrics-addr"), "{stderr}");
+    assert!(!sandbox.root.exists());
+}
+
+#[test]
 fn a_missing_explicit_config_file_is_refused() {
     let sandbox = Sandbox::new();
     let mut cmd = sandbox.command(&["--config", "/nonexistent/bulkhead.toml"]);

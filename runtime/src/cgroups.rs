@@ -40,20 +40,11 @@ impl Layout {
     pub fn parse(mountinfo: &str) -> Option<Layout> {
         let mut v1_controllers = Vec::new();
         let mut v2_mountpoint = None;
-        for line in mountinfo.lines() {
-            // "<id> <parent> <maj:min> <root> <mountpoint> <opts> [optional...] - <fstype> <source> <superopts>"
-            let Some((left, right)) = line.split_once(" - ") else { continue };
-            let mut right = right.split_whitespace();
-            let (Some(fstype), Some(_source), Some(superopts)) = (right.next(), right.next(), right.next()) else {
-                continue;
-            };
-            let Some(mountpoint) = left.split_whitespace().nth(4) else { continue };
-            match fstype {
-                "cgroup2" if v2_mountpoint.is_none() => {
-                    v2_mountpoint = Some(PathBuf::from(unescape(mountpoint)));
-                }
+        for mount in crate::mountinfo::parse(mountinfo) {
+            match mount.fstype.as_str() {
+                "cgroup2" if v2_mountpoint.is_none() => v2_mountpoint = Some(mount.mountpoint),
                 "cgroup" => {
-                    for opt in superopts.split(',') {
+                    for opt in mount.super_options.split(',') {
                         if is_v1_controller(opt) && !v1_controllers.iter().any(|c| c == opt) {
                             v1_controllers.push(opt.to_owned());
                         }
@@ -87,24 +78,6 @@ fn is_v1_controller(opt: &str) -> bool {
         || opt.starts_with("name=")
         || opt.starts_with("release_agent=")
         || matches!(opt, "rw" | "ro" | "noprefix" | "clone_children" | "xattr" | "cpuset_v2_mode"))
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal `\NNN`.
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            let n = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(n);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Who manages the cgroups of pods: systemd (slices and scopes, through its
@@ -179,12 +152,6 @@ mod tests {
         let legacy: String = HYBRID.lines().filter(|l| !l.contains("cgroup2")).map(|l| format!("{l}\n")).collect();
         assert!(matches!(Layout::parse(&legacy), Some(Layout::Legacy { .. })));
         assert_eq!(Layout::parse("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"), None);
-    }
-
-    #[test]
-    fn escaped_mountpoints() {
-        assert_eq!(unescape(r"/a\040b"), "/a b");
-        assert_eq!(unescape(r"/a\\"), r"/a\\");
     }
 
     #[test]

@@ -11,5 +11,6 @@
 pub mod cgroups;
 mod error;
 pub mod host;
+pub mod mountinfo;
 
 pub use error::{Error, Result};

@@ -10,6 +10,8 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::error::{Error, Result};
 
 const RECORD_SUFFIX: &str = ".json";
+/// Temporary files are named `.<id>.tmp.<pid>.<seq>`: the leading dot is
+/// refused by [`validate_id`], so no record can ever be mistaken for one.
 const TEMP_MARKER: &str = ".tmp.";
 
 /// A directory of records of one type, keyed by id.
@@ -53,10 +55,16 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(Error::io("create directory", &dir))?;
         for entry in fs::read_dir(&dir).map_err(Error::io("read directory", &dir))? {
             let entry = entry.map_err(Error::io("read directory", &dir))?;
-            if entry.file_name().to_string_lossy().contains(TEMP_MARKER) {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.contains(TEMP_MARKER) {
                 let path = entry.path();
                 fs::remove_file(&path).map_err(Error::io("remove stale temporary file", &path))?;
             }
+        }
+        // The directory entry itself must survive a power loss too.
+        if let Some(parent) = dir.parent() {
+            File::open(parent).and_then(|d| d.sync_all()).map_err(Error::io("fsync directory", parent))?;
         }
         Ok(Collection { dir, seq: AtomicU64::new(0), _record: PhantomData })
     }
@@ -77,7 +85,7 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
         let path = self.path_of(id)?;
         let bytes = serde_json::to_vec_pretty(record).map_err(|source| Error::Encode { id: id.to_owned(), source })?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.dir.join(format!("{id}{TEMP_MARKER}{}.{seq}", std::process::id()));
+        let tmp = self.dir.join(format!(".{id}{TEMP_MARKER}{}.{seq}", std::process::id()));
         let written = (|| {
             let mut file = OpenOptions::new()
                 .write(true)
@@ -192,11 +200,20 @@ mod tests {
     #[test]
     fn open_removes_stale_temporaries_and_load_skips_foreign_files() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("a.json.tmp.99.0"), b"{\"n\":").unwrap();
+        fs::write(dir.path().join(".a.tmp.99.0"), b"{\"n\":").unwrap();
         fs::write(dir.path().join("README"), b"not a record").unwrap();
         let c: Collection<Rec> = Collection::open(dir.path()).unwrap();
-        assert!(!dir.path().join("a.json.tmp.99.0").exists());
+        assert!(!dir.path().join(".a.tmp.99.0").exists());
         assert!(c.load_all().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_record_whose_id_looks_like_a_temporary_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let c: Collection<Rec> = Collection::open(dir.path()).unwrap();
+        c.put("a.tmp.1", &rec(1)).unwrap();
+        let c: Collection<Rec> = Collection::open(dir.path()).unwrap();
+        assert_eq!(c.get("a.tmp.1").unwrap(), Some(rec(1)));
     }
 
     #[test]

@@ -94,10 +94,6 @@ fn update_runtime_config(ctx: &Context, req: UpdateRuntimeConfigRequest) -> Resu
     Ok(UpdateRuntimeConfigResponse {})
 }
 
-fn pod_name(config: Option<&PodSandboxConfig>) -> &str {
-    config.and_then(|c| c.metadata.as_ref()).map_or("", |m| m.name.as_str())
-}
-
 type EventStream = Pin<Box<dyn Stream<Item = Result<ContainerEventResponse, tonic::Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -140,7 +136,9 @@ impl RuntimeService for Cri {
     }
 
     async fn run_pod_sandbox(&self, req: Request<RunPodSandboxRequest>) -> RpcResult<RunPodSandboxResponse> {
-        self.unimplemented("RunPodSandbox", Ids::pod(pod_name(req.get_ref().config.as_ref()))).await
+        // The sandbox has no id until it is created.
+        let _ = req;
+        self.unimplemented("RunPodSandbox", Ids::none()).await
     }
 
     async fn stop_pod_sandbox(&self, req: Request<StopPodSandboxRequest>) -> RpcResult<StopPodSandboxResponse> {
