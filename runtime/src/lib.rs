@@ -12,5 +12,8 @@ pub mod cgroups;
 mod error;
 pub mod host;
 pub mod mountinfo;
+pub mod resolve;
+pub mod single_thread;
+pub mod spec;
 
 pub use error::{Error, Result};
