@@ -18,6 +18,20 @@ pub enum Error {
     Spec { field: String, message: String },
     #[error("{op} {path}: {errno}")]
     Syscall { op: &'static str, path: PathBuf, errno: nix::errno::Errno },
+    #[error("config.json: {field}: {what} are not supported yet")]
+    Unsupported { field: String, what: String },
+    #[error("container {id} does not exist")]
+    NotFound { id: String },
+    #[error("container {id} already exists")]
+    Exists { id: String },
+    #[error("invalid container id {id:?}: use letters, digits, '_', '-', '.' and '+'")]
+    InvalidId { id: String },
+    #[error("container {id} is {status:?}, not {wanted}")]
+    WrongStatus { id: String, status: crate::container::Status, wanted: &'static str },
+    #[error("container {id}: init failed: {message}")]
+    InitFailed { id: String, message: String },
+    #[error("state: {0}")]
+    Store(#[from] bulkhead_store::Error),
     #[error("containers are only spawned from a single-threaded process; this one has {threads} threads")]
     MultiThreaded { threads: usize },
 }

@@ -9,10 +9,14 @@
 //! single-threaded process).
 
 pub mod cgroups;
+pub mod container;
 mod error;
 pub mod host;
+mod init;
 pub mod mountinfo;
+pub mod oci_cli;
 pub mod resolve;
+mod rootfs;
 pub mod single_thread;
 pub mod spec;
 

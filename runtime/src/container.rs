@@ -1,0 +1,432 @@
+//! The container lifecycle of runtime-spec 1.x — create, start, state,
+//! kill, delete — over a state directory per container, as runc keeps
+//! them: `<root>/<id>/state.json` (our record, written atomically) and
+//! `<root>/<id>/exec.fifo`, whose presence means "created".
+//!
+//! `create` forks twice: a first child enters or creates the pid
+//! namespace (it applies to children only) and forks init, which becomes
+//! pid 1 there; the first child reports init's pid and exits. Init is then
+//! reparented to the caller's subreaper (containerd's shim, the pod monitor)
+//! or to the host's init, which reaps it, as with runc.
+
+use std::collections::BTreeMap;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use bulkhead_store::Collection;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::stat::Mode;
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid, fork};
+use oci_spec::runtime::LinuxNamespaceType;
+use serde::{Deserialize, Serialize};
+
+use crate::single_thread::ensure_single_threaded;
+use crate::spec::Bundle;
+use crate::{Error, Result, init};
+
+const STATE_RECORD: &str = "state";
+const FIFO: &str = "exec.fifo";
+
+/// The lifecycle states of runtime-spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Creating,
+    Created,
+    Running,
+    Stopped,
+}
+
+/// What bulkhead records of a container it created.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub pid: i32,
+    /// Start time of `pid` in clock ticks since boot, so a recycled pid is
+    /// never mistaken for our init.
+    pub pid_start: u64,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    pub annotations: BTreeMap<String, String>,
+    /// Whether init has its own pid namespace (then SIGKILL to init kills all).
+    pub own_pid_namespace: bool,
+}
+
+/// The state of a container as runtime-spec (and `runc state`) prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    pub oci_version: String,
+    pub id: String,
+    pub pid: i32,
+    pub status: Status,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    pub owner: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Options of `create`.
+#[derive(Debug, Default, Clone)]
+pub struct CreateOptions {
+    /// Write init's pid here (runc's `--pid-file`).
+    pub pid_file: Option<PathBuf>,
+}
+
+/// Container ids are file names under the state root: runc's alphabet.
+pub fn validate_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 1024
+        && id != "."
+        && id != ".."
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'+'));
+    if ok { Ok(()) } else { Err(Error::InvalidId { id: id.to_owned() }) }
+}
+
+/// The start time and state letter of a process, from `/proc/<pid>/stat`.
+fn proc_stat(pid: i32) -> Option<(u64, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((start, state))
+}
+
+/// The containers under one state root (runc's `--root`).
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    root: PathBuf,
+}
+
+impl Runtime {
+    pub fn new(root: impl Into<PathBuf>) -> Runtime {
+        Runtime { root: root.into() }
+    }
+
+    fn dir(&self, id: &str) -> Result<PathBuf> {
+        validate_id(id)?;
+        Ok(self.root.join(id))
+    }
+
+    fn record(&self, id: &str) -> Result<Record> {
+        let dir = self.dir(id)?;
+        if !dir.is_dir() {
+            return Err(Error::NotFound { id: id.to_owned() });
+        }
+        Collection::<Record>::open(&dir)?.get(STATE_RECORD)?.ok_or_else(|| Error::NotFound { id: id.to_owned() })
+    }
+
+    fn status_of(&self, record: &Record) -> Status {
+        match proc_stat(record.pid) {
+            Some((start, state)) if start == record.pid_start && state != 'Z' && state != 'X' => {
+                if self.root.join(&record.id).join(FIFO).exists() { Status::Created } else { Status::Running }
+            }
+            _ => Status::Stopped,
+        }
+    }
+
+    /// The state of container `id`.
+    pub fn state(&self, id: &str) -> Result<State> {
+        let record = self.record(id)?;
+        let status = self.status_of(&record);
+        Ok(State {
+            oci_version: "1.2.0".into(),
+            id: record.id.clone(),
+            pid: if status == Status::Stopped { 0 } else { record.pid },
+            status,
+            bundle: record.bundle,
+            rootfs: record.rootfs,
+            created: record.created,
+            owner: String::new(),
+            annotations: record.annotations,
+        })
+    }
+
+    /// Every container under the root, sorted by id.
+    pub fn list(&self) -> Result<Vec<State>> {
+        let mut states = Vec::new();
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(states),
+            Err(source) => return Err(Error::Read { path: self.root.clone(), source }),
+        };
+        for entry in entries.flatten() {
+            if let Some(id) = entry.file_name().to_str()
+                && let Ok(state) = self.state(id)
+            {
+                states.push(state);
+            }
+        }
+        states.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(states)
+    }
+
+    /// Creates container `id` from the bundle in `bundle_dir`: init waits,
+    /// fully set up, for [`Runtime::start`]. Must run single-threaded.
+    pub fn create(&self, id: &str, bundle_dir: &Path, options: &CreateOptions) -> Result<State> {
+        ensure_single_threaded()?;
+        let dir = self.dir(id)?;
+        let bundle = Bundle::load(bundle_dir)?;
+        std::fs::create_dir_all(&self.root).map_err(|source| Error::Read { path: self.root.clone(), source })?;
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(Error::Exists { id: id.to_owned() }),
+            Err(source) => return Err(Error::Read { path: dir, source }),
+        }
+        let mut pid = None;
+        let created = self.create_in(id, &dir, &bundle, options, &mut pid);
+        if created.is_err() {
+            if let Some(pid) = pid {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        created
+    }
+
+    fn create_in(
+        &self,
+        id: &str,
+        dir: &Path,
+        bundle: &Bundle,
+        options: &CreateOptions,
+        init_pid: &mut Option<i32>,
+    ) -> Result<State> {
+        let fifo = dir.join(FIFO);
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).map_err(|errno| Error::Syscall {
+            op: "mkfifo",
+            path: fifo.clone(),
+            errno,
+        })?;
+        let pipe = || {
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|errno| Error::Syscall {
+                op: "pipe",
+                path: dir.to_owned(),
+                errno,
+            })
+        };
+        let (pid_r, pid_w) = pipe()?;
+        let (report_r, report_w) = pipe()?;
+        let namespaces = bundle.spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
+        let pid_ns = namespaces.iter().find(|n| n.typ() == LinuxNamespaceType::Pid).cloned();
+
+        // SAFETY: this process has one thread (checked above), so the child
+        // can run arbitrary code, including allocation, until it execs or exits.
+        match unsafe { fork() }.map_err(|errno| Error::Syscall { op: "fork", path: dir.to_owned(), errno })? {
+            ForkResult::Child => {
+                drop(pid_r);
+                drop(report_r);
+                stage1(bundle, &fifo, pid_ns.as_ref(), pid_w, report_w)
+            }
+            ForkResult::Parent { child } => {
+                drop(pid_w);
+                drop(report_w);
+                let mut text = String::new();
+                let _ = std::fs::File::from(pid_r).read_to_string(&mut text);
+                let _ = waitpid(child, None);
+                let pid: i32 = text.trim().parse().map_err(|_| Error::InitFailed {
+                    id: id.to_owned(),
+                    message: format!("the forking stage failed: {}", text.trim()),
+                })?;
+                *init_pid = Some(pid);
+                let mut report = String::new();
+                let _ = std::fs::File::from(report_r).read_to_string(&mut report);
+                match report.as_str() {
+                    "ok" => {}
+                    other => {
+                        let message = other.strip_prefix("error: ").unwrap_or("init exited before it was ready");
+                        return Err(Error::InitFailed { id: id.to_owned(), message: message.to_owned() });
+                    }
+                }
+                let (pid_start, _) = proc_stat(pid)
+                    .ok_or_else(|| Error::InitFailed { id: id.to_owned(), message: "init exited".into() })?;
+                let record = Record {
+                    id: id.to_owned(),
+                    pid,
+                    pid_start,
+                    bundle: bundle.dir.clone(),
+                    rootfs: bundle.rootfs.clone(),
+                    created: humantime::format_rfc3339_nanos(SystemTime::now()).to_string(),
+                    annotations: bundle.spec.annotations().clone().unwrap_or_default().into_iter().collect(),
+                    own_pid_namespace: pid_ns.is_some_and(|n| n.path().is_none()),
+                };
+                Collection::open(dir)?.put(STATE_RECORD, &record)?;
+                if let Some(pid_file) = &options.pid_file {
+                    write_pid_file(pid_file, pid)?;
+                }
+                self.state(id)
+            }
+        }
+    }
+
+    /// Releases init of a created container to exec the user's program.
+    pub fn start(&self, id: &str) -> Result<()> {
+        let record = self.record(id)?;
+        let status = self.status_of(&record);
+        if status != Status::Created {
+            return Err(Error::WrongStatus { id: id.to_owned(), status, wanted: "created" });
+        }
+        let fifo = self.root.join(id).join(FIFO);
+        // Init holds the FIFO open for reading: if it is gone, this fails with ENXIO.
+        let fd = nix::fcntl::open(&fifo, OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|errno| Error::Syscall { op: "open exec fifo", path: fifo.clone(), errno })?;
+        std::fs::File::from(fd).write_all(b"0").map_err(|source| Error::Read { path: fifo.clone(), source })?;
+        std::fs::remove_file(&fifo).map_err(|source| Error::Read { path: fifo, source })
+    }
+
+    /// Sends `signal` to init, or with `all` to every process of the container.
+    pub fn kill(&self, id: &str, signal: Signal, all: bool) -> Result<()> {
+        let record = self.record(id)?;
+        let status = self.status_of(&record);
+        if status == Status::Stopped {
+            return Err(Error::WrongStatus { id: id.to_owned(), status, wanted: "created or running" });
+        }
+        let targets = if all { processes_of(&record) } else { vec![record.pid] };
+        for pid in targets {
+            match kill(Pid::from_raw(pid), signal) {
+                Ok(()) | Err(Errno::ESRCH) => {}
+                Err(errno) => {
+                    return Err(Error::Syscall { op: "kill", path: PathBuf::from(format!("pid {pid}")), errno });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a stopped container; with `force`, kills a live one first.
+    pub fn delete(&self, id: &str, force: bool) -> Result<()> {
+        let dir = self.dir(id)?;
+        let record = match self.record(id) {
+            Ok(record) => record,
+            // A directory without a record: a create that died half-way.
+            Err(Error::NotFound { .. }) if dir.is_dir() && force => {
+                return std::fs::remove_dir_all(&dir).map_err(|source| Error::Read { path: dir, source });
+            }
+            Err(e) => return Err(e),
+        };
+        let status = self.status_of(&record);
+        if status != Status::Stopped {
+            if !force {
+                return Err(Error::WrongStatus { id: id.to_owned(), status, wanted: "stopped (or use --force)" });
+            }
+            for pid in processes_of(&record) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.status_of(&record) != Status::Stopped {
+                if Instant::now() > deadline {
+                    return Err(Error::InitFailed {
+                        id: id.to_owned(),
+                        message: "init did not die after SIGKILL".into(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        std::fs::remove_dir_all(&dir).map_err(|source| Error::Read { path: dir, source })
+    }
+}
+
+fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let tmp = path.with_extension("tmp-bulkhead");
+    std::fs::write(&tmp, pid.to_string()).map_err(|source| Error::Read { path: tmp.clone(), source })?;
+    std::fs::rename(&tmp, path).map_err(|source| Error::Read { path: path.to_owned(), source })
+}
+
+/// The processes of a container: with its own pid namespace, every process
+/// in that namespace; otherwise init alone (cgroups will list the rest).
+fn processes_of(record: &Record) -> Vec<i32> {
+    let mut pids = vec![record.pid];
+    if !record.own_pid_namespace {
+        return pids;
+    }
+    let Ok(ns) = std::fs::read_link(format!("/proc/{}/ns/pid", record.pid)) else { return pids };
+    let Ok(entries) = std::fs::read_dir("/proc") else { return pids };
+    for pid in entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()) {
+        if pid != record.pid && std::fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|l| l == ns) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The first child: enters the pid namespace (it applies to children), forks
+/// init, reports init's pid, and exits.
+fn stage1(
+    bundle: &Bundle,
+    fifo: &Path,
+    pid_ns: Option<&oci_spec::runtime::LinuxNamespace>,
+    pid_w: OwnedFd,
+    report_w: OwnedFd,
+) -> ! {
+    let mut pid_out = std::fs::File::from(pid_w);
+    let entered = match pid_ns {
+        None => Ok(()),
+        Some(ns) => match ns.path() {
+            None => unshare(CloneFlags::CLONE_NEWPID).map_err(|errno| format!("unshare pid namespace: {errno}")),
+            Some(path) => nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+                .and_then(|fd| setns(fd, CloneFlags::CLONE_NEWPID))
+                .map_err(|errno| format!("join pid namespace {}: {errno}", path.display())),
+        },
+    };
+    if let Err(message) = entered {
+        let _ = pid_out.write_all(message.as_bytes());
+        init::exit(1);
+    }
+    // SAFETY: stage1 is a fork of a single-threaded process and is itself single-threaded.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            drop(pid_out);
+            init::run(bundle, fifo, report_w)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            let _ = pid_out.write_all(child.as_raw().to_string().as_bytes());
+            init::exit(0)
+        }
+        Err(errno) => {
+            let _ = pid_out.write_all(format!("fork init: {errno}").as_bytes());
+            init::exit(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_file_names() {
+        for good in ["abc", "a-b_c.d+1", &"x".repeat(64)] {
+            validate_id(good).unwrap();
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "../x"] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn own_stat_is_read() {
+        let (start, state) = proc_stat(std::process::id() as i32).unwrap();
+        assert!(start > 0);
+        assert!(state == 'R' || state == 'S');
+    }
+
+    #[test]
+    fn unknown_containers_are_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = Runtime::new(dir.path());
+        assert!(matches!(rt.state("nope"), Err(Error::NotFound { .. })));
+        assert!(rt.list().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,271 @@
+//! The container's init process: what runs between the fork and the exec
+//! of the user's program. It enters or creates the namespaces, builds the
+//! root filesystem, sets the hostname, limits, user and capabilities, tells
+//! the `create` caller it is ready (or why it failed), then waits on the
+//! exec FIFO until `start` writes to it, and finally execs.
+//!
+//! This code runs in a freshly forked, single-threaded child; it returns
+//! only through `_exit`.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::stat::Mode;
+use nix::unistd::{Gid, Uid};
+use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Spec};
+
+use crate::spec::Bundle;
+use crate::{Error, Result, rootfs};
+
+/// The clone flag of a namespace type; pid and time are "for children"
+/// namespaces, entered by the stage that forks init, not by init itself.
+pub(crate) fn clone_flag(typ: LinuxNamespaceType) -> CloneFlags {
+    match typ {
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        LinuxNamespaceType::Time => CloneFlags::from_bits_retain(nix::libc::CLONE_NEWTIME),
+    }
+}
+
+fn sys(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(Errno) -> Error {
+    let path = path.into();
+    move |errno| Error::Syscall { op, path, errno }
+}
+
+/// Joins the namespaces the spec names by path, and creates the new ones
+/// (all but pid and time, which the forking stage handled).
+fn enter_namespaces(spec: &Spec) -> Result<()> {
+    let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
+    let mut new = CloneFlags::empty();
+    // Join the mount namespace last: its paths would hide the others' paths.
+    let mut ordered: Vec<_> = namespaces.iter().collect();
+    ordered.sort_by_key(|n| n.typ() == LinuxNamespaceType::Mount);
+    for ns in ordered {
+        let flag = clone_flag(ns.typ());
+        if matches!(ns.typ(), LinuxNamespaceType::Pid | LinuxNamespaceType::Time) {
+            continue;
+        }
+        if ns.typ() == LinuxNamespaceType::User {
+            return Err(Error::Unsupported { field: "linux.namespaces".into(), what: "user namespaces".into() });
+        }
+        match ns.path() {
+            Some(path) => {
+                let fd = nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+                    .map_err(sys("open namespace", path))?;
+                setns(fd, flag).map_err(sys("join namespace", path))?;
+            }
+            None => new |= flag,
+        }
+    }
+    unshare(new).map_err(sys("unshare namespaces", "/"))
+}
+
+fn set_rlimits(spec: &Spec) -> Result<()> {
+    use nix::sys::resource::{Resource, setrlimit};
+    let process = spec.process().clone().unwrap_or_default();
+    for limit in process.rlimits().clone().unwrap_or_default() {
+        let resource = match limit.typ() {
+            PosixRlimitType::RlimitCpu => Resource::RLIMIT_CPU,
+            PosixRlimitType::RlimitFsize => Resource::RLIMIT_FSIZE,
+            PosixRlimitType::RlimitData => Resource::RLIMIT_DATA,
+            PosixRlimitType::RlimitStack => Resource::RLIMIT_STACK,
+            PosixRlimitType::RlimitCore => Resource::RLIMIT_CORE,
+            PosixRlimitType::RlimitRss => Resource::RLIMIT_RSS,
+            PosixRlimitType::RlimitNproc => Resource::RLIMIT_NPROC,
+            PosixRlimitType::RlimitNofile => Resource::RLIMIT_NOFILE,
+            PosixRlimitType::RlimitMemlock => Resource::RLIMIT_MEMLOCK,
+            PosixRlimitType::RlimitAs => Resource::RLIMIT_AS,
+            PosixRlimitType::RlimitLocks => Resource::RLIMIT_LOCKS,
+            PosixRlimitType::RlimitSigpending => Resource::RLIMIT_SIGPENDING,
+            PosixRlimitType::RlimitMsgqueue => Resource::RLIMIT_MSGQUEUE,
+            PosixRlimitType::RlimitNice => Resource::RLIMIT_NICE,
+            PosixRlimitType::RlimitRtprio => Resource::RLIMIT_RTPRIO,
+            PosixRlimitType::RlimitRttime => Resource::RLIMIT_RTTIME,
+        };
+        setrlimit(resource, limit.soft(), limit.hard()).map_err(|errno| Error::Syscall {
+            op: "setrlimit",
+            path: PathBuf::from(format!("process.rlimits {:?}", limit.typ())),
+            errno,
+        })?;
+    }
+    Ok(())
+}
+
+fn cap_set(list: &Option<oci_spec::runtime::Capabilities>, field: &str) -> Result<HashSet<caps::Capability>> {
+    list.iter()
+        .flatten()
+        .map(|cap| {
+            let name = serde_json::to_value(cap).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            name.parse::<caps::Capability>().map_err(|_| Error::Unsupported {
+                field: format!("process.capabilities.{field}"),
+                what: format!("capability {name} (unknown to this kernel interface)"),
+            })
+        })
+        .collect()
+}
+
+fn caps_err(op: &'static str) -> impl FnOnce(caps::errors::CapsError) -> Error {
+    move |e| Error::Syscall { op, path: PathBuf::from(e.to_string()), errno: Errno::last() }
+}
+
+/// Switches to the spec's user and groups and sets the five capability
+/// sets, in the order the kernel allows: bounding (needs CAP_SETPCAP) before
+/// the uid change, the others after it (kept across it with KEEPCAPS).
+fn set_user_and_capabilities(spec: &Spec) -> Result<()> {
+    let process = spec.process().clone().unwrap_or_default();
+    let user = process.user();
+    let wanted = process.capabilities().clone();
+    let sets = match &wanted {
+        Some(c) => Some((
+            cap_set(c.bounding(), "bounding")?,
+            cap_set(c.effective(), "effective")?,
+            cap_set(c.permitted(), "permitted")?,
+            cap_set(c.inheritable(), "inheritable")?,
+            cap_set(c.ambient(), "ambient")?,
+        )),
+        None => None,
+    };
+    if let Some((bounding, ..)) = &sets {
+        for cap in caps::all() {
+            if !bounding.contains(&cap) && caps::has_cap(None, caps::CapSet::Bounding, cap).unwrap_or(false) {
+                caps::drop(None, caps::CapSet::Bounding, cap).map_err(caps_err("drop bounding capability"))?;
+            }
+        }
+    }
+    nix::sys::prctl::set_keepcaps(true).map_err(sys("prctl keepcaps", "/"))?;
+    let groups: Vec<Gid> = user.additional_gids().iter().flatten().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups).map_err(sys("setgroups", "process.user.additionalGids"))?;
+    let (uid, gid) = (Uid::from_raw(user.uid()), Gid::from_raw(user.gid()));
+    nix::unistd::setresgid(gid, gid, gid).map_err(sys("setresgid", "process.user.gid"))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(sys("setresuid", "process.user.uid"))?;
+    nix::sys::prctl::set_keepcaps(false).map_err(sys("prctl keepcaps", "/"))?;
+    if let Some((_, effective, permitted, inheritable, ambient)) = sets {
+        caps::set(None, caps::CapSet::Effective, &effective).map_err(caps_err("set effective capabilities"))?;
+        caps::set(None, caps::CapSet::Permitted, &permitted).map_err(caps_err("set permitted capabilities"))?;
+        caps::set(None, caps::CapSet::Inheritable, &inheritable).map_err(caps_err("set inheritable capabilities"))?;
+        caps::set(None, caps::CapSet::Ambient, &ambient).map_err(caps_err("set ambient capabilities"))?;
+    }
+    if process.no_new_privileges().unwrap_or(false) {
+        nix::sys::prctl::set_no_new_privs().map_err(sys("prctl no_new_privs", "/"))?;
+    }
+    Ok(())
+}
+
+/// Finds the program to exec, as execvp would, but before we commit to it.
+fn find_program(arg0: &str, env: &[String]) -> Result<PathBuf> {
+    if arg0.contains('/') {
+        return Ok(PathBuf::from(arg0));
+    }
+    let path_var = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path_var.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(arg0);
+        if nix::unistd::access(&candidate, nix::unistd::AccessFlags::X_OK).is_ok() && candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(Error::Syscall { op: "find executable in $PATH", path: PathBuf::from(arg0), errno: Errno::ENOENT })
+}
+
+fn cstrings(items: &[String], field: &str) -> Result<Vec<CString>> {
+    items
+        .iter()
+        .map(|s| {
+            CString::new(s.as_bytes())
+                .map_err(|_| Error::Spec { field: field.into(), message: "contains a NUL byte".into() })
+        })
+        .collect()
+}
+
+/// Everything up to the point where init waits for `start`.
+fn setup(bundle: &Bundle, fifo: &Path) -> Result<(OwnedFd, CString, Vec<CString>, Vec<CString>)> {
+    let spec = &bundle.spec;
+    let process = spec.process().clone().unwrap_or_default();
+    nix::sys::stat::umask(Mode::empty());
+    enter_namespaces(spec)?;
+    // The FIFO is held read-write so this open never blocks; `start` writes a byte to it.
+    let fifo_fd =
+        nix::fcntl::open(fifo, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()).map_err(sys("open exec fifo", fifo))?;
+    let root = rootfs::prepare(bundle)?;
+    rootfs::mount_all(bundle, &root)?;
+    rootfs::create_devices(spec, &root)?;
+    drop(root);
+    rootfs::pivot(&bundle.rootfs)?;
+    rootfs::sysctls(spec)?;
+    rootfs::finish(spec)?;
+    if let Some(hostname) = spec.hostname().as_ref().filter(|h| !h.is_empty()) {
+        nix::unistd::sethostname(hostname).map_err(sys("sethostname", "hostname"))?;
+    }
+    if let Some(domain) = spec.domainname().as_ref().filter(|d| !d.is_empty()) {
+        let name = CString::new(domain.as_bytes())
+            .map_err(|_| Error::Spec { field: "domainname".into(), message: "contains a NUL byte".into() })?;
+        // SAFETY: setdomainname reads `len` bytes from a valid C string we own.
+        let rc = unsafe { nix::libc::setdomainname(name.as_ptr(), domain.len()) };
+        Errno::result(rc).map_err(sys("setdomainname", "domainname"))?;
+    }
+    if let Some(adj) = process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| Error::Read { path: "/proc/self/oom_score_adj".into(), source: e })?;
+    }
+    set_rlimits(spec)?;
+    let args = process.args().clone().unwrap_or_default();
+    let env = process.env().clone().unwrap_or_default();
+    let program = find_program(&args[0], &env)?;
+    set_user_and_capabilities(spec)?;
+    nix::unistd::chdir(process.cwd()).map_err(sys("chdir", process.cwd()))?;
+    let program = CString::new(program.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::Spec { field: "process.args".into(), message: "contains a NUL byte".into() })?;
+    Ok((fifo_fd, program, cstrings(&args, "process.args")?, cstrings(&env, "process.env")?))
+}
+
+/// Runs init: sets the container up, reports to the `create` caller
+/// through `report` ("ok", or "error: ..."), waits for `start`, and execs
+/// the user's program.
+pub(crate) fn run(bundle: &Bundle, fifo: &Path, report: OwnedFd) -> ! {
+    let mut report = std::fs::File::from(report);
+    let (fifo_fd, program, args, env) = match setup(bundle, fifo) {
+        Ok(ready) => ready,
+        Err(e) => {
+            let _ = report.write_all(format!("error: {e}").as_bytes());
+            exit(1)
+        }
+    };
+    // Closing the report pipe tells `create` that init is ready.
+    let _ = report.write_all(b"ok");
+    drop(report);
+    let mut fifo = std::fs::File::from(fifo_fd);
+    let mut byte = [0u8; 1];
+    if let Err(e) = fifo.read_exact(&mut byte) {
+        let _ = writeln!(std::io::stderr(), "bulkhead-oci init: read exec fifo: {e}");
+        exit(127)
+    }
+    drop(fifo);
+    let umask = bundle.spec.process().as_ref().and_then(|p| p.user().umask()).unwrap_or(0o022);
+    nix::sys::stat::umask(Mode::from_bits_truncate(umask));
+    let errno = match nix::unistd::execve(&program, &args, &env) {
+        Err(errno) => errno,
+        Ok(never) => match never {},
+    };
+    let _ = writeln!(std::io::stderr(), "bulkhead-oci init: exec {}: {errno}", program.to_string_lossy());
+    exit(127)
+}
+
+/// Leaves the forked child without running the parent's exit handlers or
+/// flushing buffers it inherited.
+pub(crate) fn exit(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and never returns.
+    unsafe { nix::libc::_exit(code) }
+}

@@ -1,0 +1,301 @@
+//! `bulkhead-oci`: the runc-compatible command over the runtime core, so
+//! OCI tooling (and containerd's runc shim, through `BinaryName`) can drive
+//! bulkhead as it drives runc: the same subcommands, flags, state output,
+//! exit codes, and error line in `--log`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use nix::sys::signal::Signal;
+
+use crate::container::{CreateOptions, Runtime, State, Status};
+use crate::{Error, Result};
+
+#[derive(Debug, Parser)]
+#[command(name = "bulkhead-oci", version, about = "bulkhead's OCI runtime, with runc's command line")]
+struct Cli {
+    /// Directory for container state.
+    #[arg(long, global = true, default_value = "/run/bulkhead-oci")]
+    root: PathBuf,
+    /// Append error messages to this file (as runc does for containerd's shim).
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Use systemd for cgroups (not supported yet: refused).
+    #[arg(long, global = true)]
+    systemd_cgroup: bool,
+    /// Accepted for compatibility; errors are always logged.
+    #[arg(long, global = true)]
+    debug: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a container: init waits, set up, for `start`.
+    Create {
+        id: String,
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
+        /// Terminal mode (not supported yet: refused).
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
+    },
+    /// Start a created container.
+    Start { id: String },
+    /// Create and start a container; wait for it unless --detach, exiting with its status.
+    Run {
+        id: String,
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
+        #[arg(short, long)]
+        detach: bool,
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
+    },
+    /// Print the state of a container as JSON.
+    State { id: String },
+    /// Send a signal (default SIGTERM) to a container's init, or with --all to all its processes.
+    Kill {
+        id: String,
+        #[arg(default_value = "SIGTERM")]
+        signal: String,
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Delete a stopped container; --force kills a live one first.
+    Delete {
+        id: String,
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// List containers.
+    List {
+        #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Write a default config.json into the bundle directory.
+    Spec {
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+        #[arg(long)]
+        rootless: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ListFormat {
+    Table,
+    Json,
+}
+
+/// Parses `9`, `KILL` or `SIGKILL`.
+pub fn parse_signal(text: &str) -> Result<Signal> {
+    let bad = || Error::Spec { field: "signal".into(), message: format!("{text:?} is not a signal") };
+    if let Ok(n) = text.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| bad());
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    Signal::from_str(&name).map_err(|_| bad())
+}
+
+/// The config.json `spec` writes: runc's default, less what bulkhead does
+/// not run yet (a terminal, the cgroup mount).
+pub fn default_spec() -> serde_json::Value {
+    serde_json::json!({
+        "ociVersion": "1.2.0",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["sh"],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {
+                "bounding": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "effective": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "permitted": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "bulkhead",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}
+        ],
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}],
+            "maskedPaths": [
+                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+                "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"
+            ],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    })
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::Spec { field: "(output)".into(), message: e.to_string() })?;
+    println!("{text}");
+    Ok(())
+}
+
+fn refuse_console(console_socket: &Option<PathBuf>) -> Result<()> {
+    match console_socket {
+        Some(_) => Err(Error::Unsupported { field: "--console-socket".into(), what: "terminals".into() }),
+        None => Ok(()),
+    }
+}
+
+/// `run` in the foreground: become the subreaper so init is ours to reap,
+/// then exit with its status as runc does (128+n for a signal).
+fn run_foreground(rt: &Runtime, id: &str, bundle: &Path, options: &CreateOptions) -> Result<u8> {
+    nix::sys::prctl::set_child_subreaper(true).map_err(|errno| Error::Syscall {
+        op: "become child subreaper",
+        path: PathBuf::from("/"),
+        errno,
+    })?;
+    let state = rt.create(id, bundle, options)?;
+    rt.start(id)?;
+    let init = nix::unistd::Pid::from_raw(state.pid);
+    let code = loop {
+        match nix::sys::wait::waitpid(init, None) {
+            Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => break code as u8,
+            Ok(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => break 128 + signal as u8,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(errno) => return Err(Error::Syscall { op: "wait for init", path: PathBuf::from(id), errno }),
+        }
+    };
+    rt.delete(id, true)?;
+    Ok(code)
+}
+
+fn execute(cli: &Cli) -> Result<u8> {
+    if cli.systemd_cgroup {
+        return Err(Error::Unsupported { field: "--systemd-cgroup".into(), what: "the systemd cgroup driver".into() });
+    }
+    let rt = Runtime::new(&cli.root);
+    match &cli.command {
+        Command::Create { id, bundle, pid_file, console_socket } => {
+            refuse_console(console_socket)?;
+            rt.create(id, bundle, &CreateOptions { pid_file: pid_file.clone() })?;
+        }
+        Command::Start { id } => rt.start(id)?,
+        Command::Run { id, bundle, pid_file, detach, console_socket } => {
+            refuse_console(console_socket)?;
+            let options = CreateOptions { pid_file: pid_file.clone() };
+            if !detach {
+                return run_foreground(&rt, id, bundle, &options);
+            }
+            rt.create(id, bundle, &options)?;
+            rt.start(id)?;
+        }
+        Command::State { id } => print_json(&rt.state(id)?)?,
+        Command::Kill { id, signal, all } => rt.kill(id, parse_signal(signal)?, *all)?,
+        Command::Delete { id, force } => rt.delete(id, *force)?,
+        Command::List { format, quiet } => {
+            let states = rt.list()?;
+            match (format, quiet) {
+                (_, true) => states.iter().for_each(|s| println!("{}", s.id)),
+                (ListFormat::Json, false) => print_json(&states)?,
+                (ListFormat::Table, false) => print_table(&states),
+            }
+        }
+        Command::Spec { bundle, rootless } => {
+            if *rootless {
+                return Err(Error::Unsupported { field: "--rootless".into(), what: "rootless specs".into() });
+            }
+            let path = bundle.join("config.json");
+            if path.exists() {
+                return Err(Error::Exists { id: path.display().to_string() });
+            }
+            let text = serde_json::to_string_pretty(&default_spec()).unwrap_or_default();
+            std::fs::write(&path, text + "\n").map_err(|source| Error::Read { path, source })?;
+        }
+    }
+    Ok(0)
+}
+
+fn print_table(states: &[State]) {
+    println!("{:<12} {:<10} {:<10} {:<40} {:<32} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
+    for s in states {
+        let status = match s.status {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Stopped => "stopped",
+        };
+        println!("{:<12} {:<10} {:<10} {:<40} {:<32} {}", s.id, s.pid, status, s.bundle.display(), s.created, s.owner);
+    }
+}
+
+fn log_error(cli: &Cli, message: &str) {
+    let Some(path) = &cli.log else { return };
+    let time = humantime::format_rfc3339_nanos(std::time::SystemTime::now());
+    let line = match cli.log_format {
+        LogFormat::Json => serde_json::json!({"level": "error", "msg": message, "time": time.to_string()}).to_string(),
+        LogFormat::Text => format!("time=\"{time}\" level=error msg={message:?}"),
+    };
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// Entry point of the `bulkhead-oci` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let message = e.to_string();
+            log_error(&cli, &message);
+            eprintln!("bulkhead-oci: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_number_and_name() {
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("KILL").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("sigterm").unwrap(), Signal::SIGTERM);
+        assert!(parse_signal("SIGNOPE").unwrap_err().to_string().contains("SIGNOPE"));
+    }
+
+    #[test]
+    fn the_default_spec_parses_and_checks() {
+        let spec = crate::spec::parse(default_spec().to_string().as_bytes()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rootfs")).unwrap();
+        crate::spec::check(&spec, dir.path()).unwrap();
+    }
+}

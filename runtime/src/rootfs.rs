@@ -1,0 +1,349 @@
+//! The container's root filesystem, built inside its new mount namespace:
+//! the mounts of the spec (every destination resolved inside the root),
+//! the default and listed device nodes, pivot_root, masked and read-only
+//! paths, and a read-only root.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sys::stat::{Mode, SFlag, makedev, mknodat};
+use oci_spec::runtime::{LinuxDeviceType, Mount, Spec};
+
+use crate::resolve::{self, fd_path};
+use crate::spec::Bundle;
+use crate::{Error, Result};
+
+fn sys(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(Errno) -> Error {
+    let path = path.into();
+    move |errno| Error::Syscall { op, path, errno }
+}
+
+/// Mount options split into flags, propagation and filesystem data, as
+/// mount(8) reads them.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Options {
+    pub flags: MsFlags,
+    pub clear: MsFlags,
+    pub propagation: MsFlags,
+    pub data: Vec<String>,
+}
+
+pub(crate) fn parse_options(options: &[String]) -> Options {
+    let mut o =
+        Options { flags: MsFlags::empty(), clear: MsFlags::empty(), propagation: MsFlags::empty(), data: Vec::new() };
+    for opt in options {
+        let (set, clear, propagation) = match opt.as_str() {
+            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty(), MsFlags::empty()),
+            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY, MsFlags::empty()),
+            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty(), MsFlags::empty()),
+            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID, MsFlags::empty()),
+            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty(), MsFlags::empty()),
+            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV, MsFlags::empty()),
+            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty(), MsFlags::empty()),
+            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC, MsFlags::empty()),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty(), MsFlags::empty()),
+            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty(), MsFlags::empty()),
+            "remount" => (MsFlags::MS_REMOUNT, MsFlags::empty(), MsFlags::empty()),
+            "mand" => (MsFlags::MS_MANDLOCK, MsFlags::empty(), MsFlags::empty()),
+            "nomand" => (MsFlags::empty(), MsFlags::MS_MANDLOCK, MsFlags::empty()),
+            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty(), MsFlags::empty()),
+            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME, MsFlags::empty()),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty(), MsFlags::empty()),
+            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME, MsFlags::empty()),
+            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty(), MsFlags::empty()),
+            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME, MsFlags::empty()),
+            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty(), MsFlags::empty()),
+            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            "lazytime" => (MsFlags::MS_LAZYTIME, MsFlags::empty(), MsFlags::empty()),
+            "nolazytime" => (MsFlags::empty(), MsFlags::MS_LAZYTIME, MsFlags::empty()),
+            "silent" => (MsFlags::MS_SILENT, MsFlags::empty(), MsFlags::empty()),
+            "loud" => (MsFlags::empty(), MsFlags::MS_SILENT, MsFlags::empty()),
+            "bind" => (MsFlags::MS_BIND, MsFlags::empty(), MsFlags::empty()),
+            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty(), MsFlags::empty()),
+            "private" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_PRIVATE),
+            "rprivate" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_PRIVATE | MsFlags::MS_REC),
+            "shared" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SHARED),
+            "rshared" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SHARED | MsFlags::MS_REC),
+            "slave" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SLAVE),
+            "rslave" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SLAVE | MsFlags::MS_REC),
+            "unbindable" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_UNBINDABLE),
+            "runbindable" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_UNBINDABLE | MsFlags::MS_REC),
+            data => {
+                o.data.push(data.to_owned());
+                continue;
+            }
+        };
+        o.flags = (o.flags | set) - clear;
+        o.clear |= clear;
+        o.propagation |= propagation;
+    }
+    o
+}
+
+fn propagation_of(value: &str) -> Option<MsFlags> {
+    Some(match value {
+        "" | "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        "slave" => MsFlags::MS_SLAVE,
+        "private" => MsFlags::MS_PRIVATE,
+        "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        "shared" => MsFlags::MS_SHARED,
+        "rshared" => MsFlags::MS_SHARED | MsFlags::MS_REC,
+        "unbindable" => MsFlags::MS_UNBINDABLE,
+        "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
+        _ => return None,
+    })
+}
+
+/// Detaches the new mount namespace from the host's propagation, makes the
+/// rootfs a mount point, and returns a descriptor of it.
+pub(crate) fn prepare(bundle: &Bundle) -> Result<OwnedFd> {
+    let wanted = bundle.spec.linux().as_ref().and_then(|l| l.rootfs_propagation().clone()).unwrap_or_default();
+    let propagation = propagation_of(&wanted).ok_or_else(|| Error::Spec {
+        field: "linux.rootfsPropagation".into(),
+        message: format!("{wanted:?} is not a propagation mode"),
+    })?;
+    // Never let the container's mounts propagate back to the host.
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
+        .map_err(sys("make / rslave", "/"))?;
+    if !propagation.contains(MsFlags::MS_SLAVE) {
+        mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>).map_err(sys("set rootfsPropagation", "/"))?;
+    }
+    let rootfs = &bundle.rootfs;
+    mount(Some(rootfs), rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(sys("bind rootfs", rootfs))?;
+    nix::fcntl::open(rootfs, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(sys("open rootfs", rootfs))
+}
+
+/// Mounts every entry of `spec.mounts`, in order, inside the root.
+pub(crate) fn mount_all(bundle: &Bundle, root: &OwnedFd) -> Result<()> {
+    for (i, m) in bundle.spec.mounts().iter().flatten().enumerate() {
+        mount_one(bundle, root, i, m)?;
+    }
+    Ok(())
+}
+
+fn mount_one(bundle: &Bundle, root: &OwnedFd, i: usize, m: &Mount) -> Result<()> {
+    let opts = parse_options(m.options().as_deref().unwrap_or_default());
+    let typ = m.typ().clone().unwrap_or_else(|| "bind".into());
+    let bind = typ == "bind" || opts.flags.contains(MsFlags::MS_BIND);
+    let dest = m.destination();
+    if typ == "cgroup" || typ == "cgroup2" {
+        return Err(Error::Unsupported {
+            field: format!("mounts[{i}].type"),
+            what: format!("{typ} mounts (they arrive with cgroup support)"),
+        });
+    }
+    if bind {
+        let source = m.source().clone().unwrap_or_default();
+        let source = if source.is_absolute() { source } else { bundle.dir.join(source) };
+        let meta = std::fs::metadata(&source).map_err(|e| Error::Read { path: source.clone(), source: e })?;
+        let target = if meta.is_dir() { resolve::mkdir_all(root, dest)? } else { resolve::create_file(root, dest)? };
+        let rec = opts.flags & MsFlags::MS_REC;
+        mount(Some(&source), &fd_path(&target), None::<&str>, MsFlags::MS_BIND | rec, None::<&str>)
+            .map_err(sys("bind mount", dest))?;
+        let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC);
+        if !extra.is_empty() {
+            // Re-open: the descriptor taken before the mount points below it.
+            let mounted = resolve::open(root, dest, OFlag::O_PATH)?;
+            mount(
+                None::<&str>,
+                &fd_path(&mounted),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra,
+                None::<&str>,
+            )
+            .map_err(sys("remount bind mount", dest))?;
+        }
+    } else {
+        let target = resolve::mkdir_all(root, dest)?;
+        let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&typ));
+        let data = opts.data.join(",");
+        mount(
+            Some(&source),
+            &fd_path(&target),
+            Some(typ.as_str()),
+            opts.flags,
+            (!data.is_empty()).then_some(data.as_str()),
+        )
+        .map_err(sys("mount", dest))?;
+    }
+    if !opts.propagation.is_empty() {
+        let mounted = resolve::open(root, dest, OFlag::O_PATH)?;
+        mount(None::<&str>, &fd_path(&mounted), None::<&str>, opts.propagation, None::<&str>)
+            .map_err(sys("set mount propagation", dest))?;
+    }
+    Ok(())
+}
+
+/// Device nodes every container gets (runtime-spec "Default Devices").
+const DEFAULT_DEVICES: [(&str, u64, u64); 6] =
+    [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
+
+/// Links every container's /dev has.
+const DEFAULT_LINKS: [(&str, &str); 5] = [
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+];
+
+fn mknod_in(root: &OwnedFd, path: &Path, kind: SFlag, mode: u32, major: u64, minor: u64) -> Result<()> {
+    let parent = resolve::mkdir_all(root, path.parent().unwrap_or(Path::new("/")))?;
+    let name =
+        path.file_name().ok_or_else(|| Error::Syscall { op: "mknod", path: path.to_owned(), errno: Errno::EINVAL })?;
+    match mknodat(&parent, name, kind, Mode::from_bits_truncate(mode), makedev(major, minor)) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(errno) => Err(Error::Syscall { op: "mknod", path: path.to_owned(), errno }),
+    }
+}
+
+/// Creates the default devices, the spec's devices and the /dev links.
+pub(crate) fn create_devices(spec: &Spec, root: &OwnedFd) -> Result<()> {
+    let dev = resolve::mkdir_all(root, Path::new("/dev"))?;
+    for (name, major, minor) in DEFAULT_DEVICES {
+        mknod_in(root, &Path::new("/dev").join(name), SFlag::S_IFCHR, 0o666, major, minor)?;
+    }
+    for device in spec.linux().as_ref().and_then(|l| l.devices().clone()).unwrap_or_default() {
+        let kind = match device.typ() {
+            LinuxDeviceType::B => SFlag::S_IFBLK,
+            LinuxDeviceType::P => SFlag::S_IFIFO,
+            LinuxDeviceType::C | LinuxDeviceType::U | LinuxDeviceType::A => SFlag::S_IFCHR,
+        };
+        let mode = device.file_mode().unwrap_or(0o666);
+        let (major, minor) = (device.major().max(0) as u64, device.minor().max(0) as u64);
+        mknod_in(root, device.path(), kind, mode, major, minor)?;
+        let node = resolve::open(root, device.path(), OFlag::O_PATH)?;
+        let (uid, gid) = (device.uid().unwrap_or(0), device.gid().unwrap_or(0));
+        nix::unistd::fchownat(
+            &node,
+            "",
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+            nix::fcntl::AtFlags::AT_EMPTY_PATH,
+        )
+        .map_err(sys("chown device", device.path()))?;
+    }
+    let dev_dir = resolve::open(root, Path::new("/dev"), OFlag::O_DIRECTORY)?;
+    drop(dev);
+    for (name, target) in DEFAULT_LINKS {
+        match nix::unistd::symlinkat(target, &dev_dir, name) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(errno) => return Err(Error::Syscall { op: "symlink", path: Path::new("/dev").join(name), errno }),
+        }
+    }
+    Ok(())
+}
+
+/// Makes the rootfs the process's `/`, detaching the old root.
+pub(crate) fn pivot(rootfs: &Path) -> Result<()> {
+    let new_root = nix::fcntl::open(rootfs, OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(sys("open rootfs", rootfs))?;
+    nix::unistd::fchdir(&new_root).map_err(sys("chdir", rootfs))?;
+    match nix::unistd::pivot_root(".", ".") {
+        Ok(()) => {
+            // The old root is now stacked under "."; detach it without touching the host.
+            mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
+                .map_err(sys("make old root rslave", "/"))?;
+            umount2(".", MntFlags::MNT_DETACH).map_err(sys("detach old root", "/"))?;
+        }
+        // pivot_root cannot leave a rootfs on ramfs: move it over / and chroot.
+        Err(Errno::EINVAL) => {
+            mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+                .map_err(sys("move rootfs to /", rootfs))?;
+            nix::unistd::chroot(".").map_err(sys("chroot", rootfs))?;
+        }
+        Err(errno) => return Err(Error::Syscall { op: "pivot_root", path: rootfs.to_owned(), errno }),
+    }
+    nix::unistd::chdir("/").map_err(sys("chdir", "/"))
+}
+
+/// After pivot_root: masked paths, read-only paths and a read-only root.
+pub(crate) fn finish(spec: &Spec) -> Result<()> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    for path in linux.masked_paths().clone().unwrap_or_default() {
+        let result = match std::fs::metadata(&path) {
+            Err(_) => continue,
+            Ok(meta) if meta.is_dir() => {
+                mount(Some("tmpfs"), path.as_str(), Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
+            }
+            Ok(_) => mount(Some("/dev/null"), path.as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>),
+        };
+        result.map_err(sys("mask", &path))?;
+    }
+    for path in linux.readonly_paths().clone().unwrap_or_default() {
+        if std::fs::symlink_metadata(&path).is_err() {
+            continue;
+        }
+        mount(Some(path.as_str()), path.as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            .map_err(sys("bind read-only path", &path))?;
+        let flags =
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC | current_flags(&path);
+        mount(None::<&str>, path.as_str(), None::<&str>, flags, None::<&str>).map_err(sys("make read-only", &path))?;
+    }
+    if spec.root().as_ref().is_some_and(|r| r.readonly().unwrap_or(false)) {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | current_flags("/");
+        mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(sys("make root read-only", "/"))?;
+    }
+    Ok(())
+}
+
+/// The locked per-mount flags of `path`, which a bind remount must keep.
+fn current_flags(path: &str) -> MsFlags {
+    use nix::sys::statvfs::{FsFlags, statvfs};
+    let Ok(st) = statvfs(path) else { return MsFlags::empty() };
+    let f = st.flags();
+    let mut flags = MsFlags::empty();
+    for (fs, ms) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(fs) {
+            flags |= ms;
+        }
+    }
+    flags
+}
+
+/// Applies `linux.sysctl` through the container's own /proc/sys.
+pub(crate) fn sysctls(spec: &Spec) -> Result<()> {
+    for (key, value) in spec.linux().as_ref().and_then(|l| l.sysctl().clone()).unwrap_or_default() {
+        if key.contains('/') || key.contains("..") {
+            return Err(Error::Spec { field: format!("linux.sysctl.{key}"), message: "is not a sysctl name".into() });
+        }
+        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&path, value.as_bytes()).map_err(|e| Error::Read { path, source: e })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_split_into_flags_propagation_and_data() {
+        let o = parse_options(&["rbind", "ro", "nosuid", "rprivate", "size=65536k", "mode=755"].map(String::from));
+        assert!(o.flags.contains(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID));
+        assert_eq!(o.propagation, MsFlags::MS_PRIVATE | MsFlags::MS_REC);
+        assert_eq!(o.data, vec!["size=65536k".to_string(), "mode=755".to_string()]);
+        let o = parse_options(&["ro", "rw"].map(String::from));
+        assert!(!o.flags.contains(MsFlags::MS_RDONLY));
+    }
+
+    #[test]
+    fn rootfs_propagation_values() {
+        assert_eq!(propagation_of(""), Some(MsFlags::MS_SLAVE | MsFlags::MS_REC));
+        assert_eq!(propagation_of("rprivate"), Some(MsFlags::MS_PRIVATE | MsFlags::MS_REC));
+        assert_eq!(propagation_of("sideways"), None);
+    }
+}
