@@ -1,0 +1,373 @@
+//! `bulkhead-oci` driven as containerd's shim drives runc, on a busybox
+//! bundle, with every outcome checked from inside the container or on the
+//! host. Root only.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{Value, json};
+
+const BUSYBOX: &str = "/bin/busybox";
+
+/// A bundle with a busybox-static rootfs and runc's default config, and a
+/// private state root; removes everything, and checks nothing leaked, on drop.
+struct Bundle {
+    dir: tempfile::TempDir,
+    config: Value,
+}
+
+impl Bundle {
+    fn new() -> Bundle {
+        assert!(nix::unistd::geteuid().is_root(), "runtime integration tests must run as root");
+        // Orphaned container inits are reparented to this process, which reaps them.
+        nix::sys::prctl::set_child_subreaper(true).unwrap();
+        let dir = tempfile::Builder::new().prefix("bulkhead-oci-test-").tempdir().unwrap();
+        let rootfs = dir.path().join("bundle/rootfs");
+        for d in ["bin", "proc", "sys", "dev", "etc", "tmp"] {
+            std::fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        std::fs::copy(BUSYBOX, rootfs.join("bin/busybox")).unwrap();
+        for applet in ["sh", "cat", "echo", "hostname", "id", "mount", "sleep", "touch", "ls", "wc", "grep", "head"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        let out = oci(dir.path(), &["spec", "--bundle", dir.path().join("bundle").to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let config = serde_json::from_slice(&std::fs::read(dir.path().join("bundle/config.json")).unwrap()).unwrap();
+        Bundle { dir, config }
+    }
+
+    fn rootfs(&self) -> PathBuf {
+        self.dir.path().join("bundle/rootfs")
+    }
+
+    fn script(mut self, script: &str) -> Bundle {
+        self.config["process"]["args"] = json!(["sh", "-c", script]);
+        self
+    }
+
+    fn write(&self) -> String {
+        std::fs::write(self.dir.path().join("bundle/config.json"), self.config.to_string()).unwrap();
+        self.dir.path().join("bundle").display().to_string()
+    }
+
+    fn cmd(&self, args: &[&str]) -> Output {
+        oci(self.dir.path(), args)
+    }
+
+    /// `run`s the bundle in the foreground; returns (exit code, stdout, stderr).
+    fn run(&self, id: &str) -> (i32, String, String) {
+        let bundle = self.write();
+        let out = self.cmd(&["run", "--bundle", &bundle, id]);
+        (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+    }
+
+    fn state(&self, id: &str) -> Value {
+        let out = self.cmd(&["state", id]);
+        assert!(out.status.success(), "state {id}: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        let state_root = self.dir.path().join("state");
+        let leftovers: Vec<String> = std::fs::read_dir(&state_root)
+            .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        for id in &leftovers {
+            let _ = oci(self.dir.path(), &["delete", "--force", id]);
+        }
+        let mounts: Vec<PathBuf> = bulkhead_runtime::mountinfo::read(Path::new("/proc/self/mountinfo"))
+            .unwrap()
+            .into_iter()
+            .map(|m| m.mountpoint)
+            .filter(|m| m.starts_with(self.dir.path()))
+            .collect();
+        for m in mounts.iter().rev() {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
+        if !std::thread::panicking() {
+            assert!(leftovers.is_empty(), "containers left in the state root: {leftovers:?}");
+            assert!(mounts.is_empty(), "mounts left on the host: {mounts:?}");
+        }
+    }
+}
+
+/// Runs bulkhead-oci with its output in files, not pipes: a container it
+/// leaves running inherits its stdio, and would hold a pipe open.
+fn oci(dir: &Path, args: &[&str]) -> Output {
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (out_path, err_path) = (dir.join(format!("out.{n}")), dir.join(format!("err.{n}")));
+    let status = Command::new(env!("CARGO_BIN_EXE_bulkhead-oci"))
+        .arg("--root")
+        .arg(dir.join("state"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .status()
+        .unwrap();
+    Output { status, stdout: std::fs::read(&out_path).unwrap(), stderr: std::fs::read(&err_path).unwrap() }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn reap(pid: i32) {
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+}
+
+#[test]
+fn the_process_is_pid_1_with_the_spec_hostname_and_mounts() {
+    let mut b = Bundle::new().script("echo pid=$$; hostname; cat /proc/self/mountinfo; touch /probe 2>&1; echo done");
+    b.config["hostname"] = json!("web-1");
+    let (code, out, err) = b.run("c1");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("pid=1\n"), "{out}");
+    assert!(out.contains("web-1\n"), "{out}");
+    for mount in [" /proc ", " /dev ", " /dev/pts ", " /dev/shm ", " /dev/mqueue ", " /sys "] {
+        assert!(out.contains(mount), "{mount} missing: {out}");
+    }
+    assert!(out.contains("Read-only file system"), "the root is read-only: {out}");
+    assert!(!b.rootfs().join("probe").exists());
+}
+
+#[test]
+fn capabilities_of_root_follow_the_spec() {
+    let mut b = Bundle::new().script("grep -E '^(CapEff|CapBnd|CapPrm|CapInh)' /proc/self/status");
+    b.config["process"]["capabilities"] = json!({
+        "bounding": ["CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_CHOWN", "CAP_SYS_ADMIN"],
+        "effective": ["CAP_KILL", "CAP_CHOWN"],
+        "permitted": ["CAP_KILL", "CAP_CHOWN", "CAP_NET_BIND_SERVICE"],
+        "inheritable": ["CAP_KILL"]
+    });
+    let (code, out, err) = b.run("c1");
+    assert_eq!(code, 0, "{err}");
+    // CAP_CHOWN = 0, CAP_KILL = 5, CAP_NET_BIND_SERVICE = 10, CAP_SYS_ADMIN = 21.
+    assert!(out.contains("CapBnd:\t0000000000200421"), "{out}");
+    assert!(out.contains("CapInh:\t0000000000000020"), "{out}");
+    // noNewPrivileges (on in the default spec) keeps root's exec from
+    // raising permitted to the bounding set: the spec's permitted stands.
+    assert!(out.contains("CapPrm:\t0000000000000421"), "{out}");
+}
+
+#[test]
+fn a_non_root_user_keeps_exactly_its_ambient_capabilities_with_groups_and_rlimits() {
+    let mut b = Bundle::new().script(
+        "grep -E '^(CapEff|CapBnd|CapPrm|NoNewPrivs)' /proc/self/status; id; echo soft=$(ulimit -n) hard=$(ulimit -Hn)",
+    );
+    b.config["process"]["user"] = json!({"uid": 1000, "gid": 1001, "additionalGids": [10, 20]});
+    b.config["process"]["capabilities"] = json!({
+        "bounding": ["CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_CHOWN"],
+        "effective": ["CAP_KILL", "CAP_NET_BIND_SERVICE"],
+        "permitted": ["CAP_KILL", "CAP_NET_BIND_SERVICE"],
+        "inheritable": ["CAP_KILL", "CAP_NET_BIND_SERVICE"],
+        "ambient": ["CAP_KILL", "CAP_NET_BIND_SERVICE"]
+    });
+    b.config["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 512, "hard": 768}]);
+    let (code, out, err) = b.run("c1");
+    assert_eq!(code, 0, "{err}");
+    // CAP_KILL = 5, CAP_NET_BIND_SERVICE = 10, CAP_CHOWN = 0.
+    assert!(out.contains("CapEff:\t0000000000000420"), "{out}");
+    assert!(out.contains("CapPrm:\t0000000000000420"), "{out}");
+    assert!(out.contains("CapBnd:\t0000000000000421"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(out.contains("uid=1000 gid=1001 groups=10,20"), "{out}");
+    assert!(out.contains("soft=512 hard=768"), "{out}");
+}
+
+#[test]
+fn masked_paths_read_empty_and_read_only_paths_refuse_writes() {
+    let b = Bundle::new()
+        .script("echo kcore=$(cat /proc/kcore | wc -c); (echo 1 > /proc/sys/vm/drop_caches) 2>&1; echo done");
+    let (code, out, err) = b.run("c1");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("kcore=0"), "{out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+}
+
+#[test]
+fn the_exit_code_of_run_is_the_container_s() {
+    let (code, _, err) = Bundle::new().script("exit 7").run("c1");
+    assert_eq!(code, 7, "{err}");
+    // Killed by a signal from outside: 128 + 9, as runc reports it.
+    let b = Bundle::new().script("sleep 300");
+    let bundle = b.write();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_bulkhead-oci"))
+        .arg("--root")
+        .arg(b.dir.path().join("state"))
+        .args(["run", "--bundle", &bundle, "c2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while b.cmd(&["state", "c2"]).stdout.is_empty() || b.state("c2")["status"] != "running" {
+        assert!(std::time::Instant::now() < deadline, "c2 never ran");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(b.cmd(&["kill", "c2", "9"]).status.success());
+    assert_eq!(run.wait().unwrap().code(), Some(137));
+    assert!(!b.dir.path().join("state/c2").exists(), "run deletes what it created");
+}
+
+#[test]
+fn a_symlink_to_the_host_cannot_carry_a_mount_or_a_write_out_of_the_root() {
+    let mut b = Bundle::new().script("ls /etc; cat /etc/passwd 2>&1 | head -1; echo done");
+    // The image holds a symlink to the host's /etc.
+    std::os::unix::fs::symlink("/etc", b.rootfs().join("hostetc")).unwrap();
+    let host_file = b.dir.path().join("hostfile");
+    std::fs::write(&host_file, "from the bundle\n").unwrap();
+    let mounts = b.config["mounts"].as_array_mut().unwrap();
+    mounts.push(json!({"destination": "/hostetc/bulkhead-escape", "type": "tmpfs", "source": "tmpfs"}));
+    mounts.push(
+        json!({"destination": "/hostetc/passwd", "type": "bind", "source": host_file, "options": ["rbind", "ro"]}),
+    );
+    let host_passwd = std::fs::read("/etc/passwd").unwrap();
+    let (code, out, err) = b.run("c1");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("bulkhead-escape"), "the mount landed in the rootfs's /etc: {out}");
+    assert!(out.contains("from the bundle"), "{out}");
+    assert!(!Path::new("/etc/bulkhead-escape").exists(), "nothing was created in the host's /etc");
+    assert_eq!(std::fs::read("/etc/passwd").unwrap(), host_passwd, "the host's /etc/passwd is untouched");
+    assert!(b.rootfs().join("hostetc").is_symlink(), "the symlink was resolved inside the root, not replaced");
+    assert!(b.rootfs().join("etc/bulkhead-escape").is_dir());
+}
+
+#[test]
+fn create_start_state_kill_delete() {
+    let b = Bundle::new().script("sleep 300");
+    let bundle = b.write();
+    let out = b.cmd(&["create", "--bundle", &bundle, "--pid-file", b.dir.path().join("pid").to_str().unwrap(), "c1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let state = b.state("c1");
+    assert_eq!(state["status"], "created");
+    assert_eq!(state["id"], "c1");
+    assert_eq!(state["bundle"], bundle);
+    let pid = state["pid"].as_i64().unwrap() as i32;
+    assert_eq!(std::fs::read_to_string(b.dir.path().join("pid")).unwrap(), pid.to_string());
+    // Init waits before exec: it is still bulkhead-oci, not sleep.
+    assert!(!std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap().contains("sleep"));
+
+    let again = b.cmd(&["create", "--bundle", &bundle, "c1"]);
+    assert!(!again.status.success() && text(&again.stderr).contains("already exists"));
+
+    assert!(b.cmd(&["start", "c1"]).status.success());
+    assert_eq!(b.state("c1")["status"], "running");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap().contains("sleep"));
+    let start_again = b.cmd(&["start", "c1"]);
+    assert!(!start_again.status.success());
+
+    let list = b.cmd(&["list", "--format", "json"]);
+    let list: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(list[0]["id"], "c1");
+
+    let refused = b.cmd(&["delete", "c1"]);
+    assert!(!refused.status.success(), "a running container is not deleted without --force");
+    assert!(b.cmd(&["kill", "c1", "KILL"]).status.success());
+    reap(pid);
+    assert_eq!(b.state("c1")["status"], "stopped");
+    assert!(b.cmd(&["delete", "c1"]).status.success());
+    assert!(!b.dir.path().join("state/c1").exists());
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "init is gone");
+    let gone = b.cmd(&["state", "c1"]);
+    assert!(!gone.status.success() && text(&gone.stderr).contains("does not exist"));
+}
+
+#[test]
+fn kill_all_and_force_delete_remove_every_process() {
+    let b = Bundle::new().script("sleep 300 & sleep 300 & wait");
+    let bundle = b.write();
+    assert!(b.cmd(&["run", "--detach", "--bundle", &bundle, "c1"]).status.success());
+    let pid = b.state("c1")["pid"].as_i64().unwrap() as i32;
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    let in_ns = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| std::fs::read_link(e.path().join("ns/pid")).is_ok_and(|l| l == ns))
+            .count()
+    };
+    assert_eq!(in_ns(), 3, "sh and two sleeps");
+    assert!(b.cmd(&["delete", "--force", "c1"]).status.success());
+    reap(pid);
+    assert_eq!(in_ns(), 0, "no process of the container remains");
+}
+
+#[test]
+fn a_new_container_can_join_another_s_namespaces_by_path() {
+    let mut first = Bundle::new().script("sleep 300");
+    first.config["hostname"] = json!("shared-host");
+    let bundle = first.write();
+    assert!(first.cmd(&["run", "--detach", "--bundle", &bundle, "pod"]).status.success());
+    let pid = first.state("pod")["pid"].as_i64().unwrap();
+
+    let mut second = Bundle::new().script("hostname; readlink /proc/self/ns/net");
+    second.config["hostname"] = json!(null);
+    second.config["linux"]["namespaces"] = json!([
+        {"type": "pid"}, {"type": "mount"}, {"type": "ipc", "path": format!("/proc/{pid}/ns/ipc")},
+        {"type": "uts", "path": format!("/proc/{pid}/ns/uts")}, {"type": "network", "path": format!("/proc/{pid}/ns/net")}
+    ]);
+    let (code, out, err) = second.run("app");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("shared-host"), "{out}");
+    let pod_net = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    assert!(out.contains(pod_net.to_str().unwrap()), "{out} vs {pod_net:?}");
+    assert!(first.cmd(&["delete", "--force", "pod"]).status.success());
+    reap(pid as i32);
+}
+
+#[test]
+fn bad_configs_fail_naming_the_field_and_leave_nothing() {
+    type Break = fn(&mut Value);
+    let cases: [(&str, Break); 5] = [
+        ("ociVersion", |c| c["ociVersion"] = json!("9.0.0")),
+        ("linux.namespaces[0].type", |c| c["linux"]["namespaces"][0]["type"] = json!("moon")),
+        ("process.cwd", |c| c["process"]["cwd"] = json!("relative")),
+        ("root.path", |c| c["root"]["path"] = json!("no-such-rootfs")),
+        ("process.capabilities.bounding", |c| c["process"]["capabilities"]["bounding"] = json!(["CAP_FLY"])),
+    ];
+    for (field, break_it) in cases {
+        let mut b = Bundle::new();
+        break_it(&mut b.config);
+        let bundle = b.write();
+        let out = b.cmd(&[
+            "--log",
+            b.dir.path().join("log.json").to_str().unwrap(),
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            &bundle,
+            "c1",
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{field}");
+        let err = text(&out.stderr);
+        assert!(err.contains(field), "{field}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        let log: Value =
+            serde_json::from_str(std::fs::read_to_string(b.dir.path().join("log.json")).unwrap().trim()).unwrap();
+        assert_eq!(log["level"], "error");
+        assert!(log["msg"].as_str().unwrap().contains(field));
+        assert!(!b.dir.path().join("state/c1").exists(), "no state left for {field}");
+    }
+}
+
+#[test]
+fn an_init_failure_is_reported_and_rolled_back() {
+    let mut b = Bundle::new();
+    b.config["process"]["args"] = json!(["no-such-program"]);
+    let bundle = b.write();
+    let out = b.cmd(&["create", "--bundle", &bundle, "c1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("no-such-program") && err.contains("init failed"), "{err}");
+    assert!(!b.dir.path().join("state/c1").exists());
+}
