@@ -191,7 +191,17 @@ fn cstrings(items: &[String], field: &str) -> Result<Vec<CString>> {
 }
 
 /// Everything up to the point where init waits for `start`.
-fn setup(bundle: &Bundle, fifo: &Path) -> Result<(OwnedFd, CString, Vec<CString>, Vec<CString>)> {
+/// What init holds between `setup` and exec.
+struct Ready {
+    fifo: OwnedFd,
+    program: CString,
+    args: Vec<CString>,
+    env: Vec<CString>,
+    /// A seccomp filter still to load, last, just before exec.
+    seccomp: Option<libseccomp::ScmpFilterContext>,
+}
+
+fn setup(bundle: &Bundle, fifo: &Path) -> Result<Ready> {
     let spec = &bundle.spec;
     let process = spec.process().clone().unwrap_or_default();
     nix::sys::stat::umask(Mode::empty());
@@ -224,11 +234,28 @@ fn setup(bundle: &Bundle, fifo: &Path) -> Result<(OwnedFd, CString, Vec<CString>
     let args = process.args().clone().unwrap_or_default();
     let env = process.env().clone().unwrap_or_default();
     let program = find_program(&args[0], &env)?;
+    let mut seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(profile) => Some(crate::seccomp::compile(profile)?),
+        None => None,
+    };
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it
+    // while init still has it, as runc does. With it, load it last.
+    if !process.no_new_privileges().unwrap_or(false)
+        && let Some(filter) = seccomp.take()
+    {
+        crate::seccomp::load(&filter)?;
+    }
     set_user_and_capabilities(spec)?;
     nix::unistd::chdir(process.cwd()).map_err(sys("chdir", process.cwd()))?;
     let program = CString::new(program.as_os_str().as_encoded_bytes())
         .map_err(|_| Error::Spec { field: "process.args".into(), message: "contains a NUL byte".into() })?;
-    Ok((fifo_fd, program, cstrings(&args, "process.args")?, cstrings(&env, "process.env")?))
+    Ok(Ready {
+        fifo: fifo_fd,
+        program,
+        args: cstrings(&args, "process.args")?,
+        env: cstrings(&env, "process.env")?,
+        seccomp,
+    })
 }
 
 /// Runs init: sets the container up, reports to the `create` caller
@@ -236,7 +263,7 @@ fn setup(bundle: &Bundle, fifo: &Path) -> Result<(OwnedFd, CString, Vec<CString>
 /// the user's program.
 pub(crate) fn run(bundle: &Bundle, fifo: &Path, report: OwnedFd) -> ! {
     let mut report = std::fs::File::from(report);
-    let (fifo_fd, program, args, env) = match setup(bundle, fifo) {
+    let Ready { fifo: fifo_fd, program, args, env, seccomp } = match setup(bundle, fifo) {
         Ok(ready) => ready,
         Err(e) => {
             let _ = report.write_all(format!("error: {e}").as_bytes());
@@ -255,6 +282,12 @@ pub(crate) fn run(bundle: &Bundle, fifo: &Path, report: OwnedFd) -> ! {
     drop(fifo);
     let umask = bundle.spec.process().as_ref().and_then(|p| p.user().umask()).unwrap_or(0o022);
     nix::sys::stat::umask(Mode::from_bits_truncate(umask));
+    if let Some(filter) = seccomp
+        && let Err(e) = crate::seccomp::load(&filter)
+    {
+        let _ = writeln!(std::io::stderr(), "bulkhead-oci init: {e}");
+        exit(127)
+    }
     let errno = match nix::unistd::execve(&program, &args, &env) {
         Err(errno) => errno,
         Ok(never) => match never {},

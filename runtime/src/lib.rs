@@ -17,6 +17,7 @@ pub mod mountinfo;
 pub mod oci_cli;
 pub mod resolve;
 mod rootfs;
+mod seccomp;
 pub mod single_thread;
 pub mod spec;
 

@@ -191,6 +191,32 @@ fn masked_paths_read_empty_and_read_only_paths_refuse_writes() {
 }
 
 #[test]
+fn seccomp_blocks_with_the_configured_errno_and_is_in_filter_mode() {
+    for nnp in [true, false] {
+        let mut b =
+            Bundle::new().script("grep Seccomp: /proc/self/status; mkdir /tmp/x 2>&1; touch /tmp/y && echo touched");
+        b.config["process"]["noNewPrivileges"] = json!(nnp);
+        b.config["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
+        b.config["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_AARCH64"],
+            "syscalls": [
+                {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 95},
+                {"names": ["personality"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]}
+            ]
+        });
+        let (code, out, err) = b.run("c1");
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("Seccomp:\t2"), "nnp={nnp}: {out}");
+        assert!(out.contains("Not supported") || out.contains("not supported"), "errno 95 (EOPNOTSUPP): {out}");
+        assert!(out.contains("touched"), "other syscalls pass: {out}");
+    }
+}
+
+#[test]
 fn the_exit_code_of_run_is_the_container_s() {
     let (code, _, err) = Bundle::new().script("exit 7").run("c1");
     assert_eq!(code, 7, "{err}");
@@ -327,7 +353,8 @@ fn a_new_container_can_join_another_s_namespaces_by_path() {
 #[test]
 fn bad_configs_fail_naming_the_field_and_leave_nothing() {
     type Break = fn(&mut Value);
-    let cases: [(&str, Break); 5] = [
+    let cases: [(&str, Break); 6] = [
+        ("linux.seccomp.defaultAction", |c| c["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_SHRUG"})),
         ("ociVersion", |c| c["ociVersion"] = json!("9.0.0")),
         ("linux.namespaces[0].type", |c| c["linux"]["namespaces"][0]["type"] = json!("moon")),
         ("process.cwd", |c| c["process"]["cwd"] = json!("relative")),
