@@ -26,6 +26,7 @@ use nix::unistd::{ForkResult, Pid, fork};
 use oci_spec::runtime::LinuxNamespaceType;
 use serde::{Deserialize, Serialize};
 
+use crate::cgroups::Cgroup;
 use crate::single_thread::ensure_single_threaded;
 use crate::spec::Bundle;
 use crate::{Error, Result, init};
@@ -40,6 +41,7 @@ pub enum Status {
     Creating,
     Created,
     Running,
+    Paused,
     Stopped,
 }
 
@@ -57,6 +59,8 @@ pub struct Record {
     pub annotations: BTreeMap<String, String>,
     /// Whether init has its own pid namespace (then SIGKILL to init kills all).
     pub own_pid_namespace: bool,
+    /// The container's cgroup.
+    pub cgroup: Cgroup,
 }
 
 /// The state of a container as runtime-spec (and `runc state`) prints it.
@@ -130,7 +134,13 @@ impl Runtime {
     fn status_of(&self, record: &Record) -> Status {
         match proc_stat(record.pid) {
             Some((start, state)) if start == record.pid_start && state != 'Z' && state != 'X' => {
-                if self.root.join(&record.id).join(FIFO).exists() { Status::Created } else { Status::Running }
+                if self.root.join(&record.id).join(FIFO).exists() {
+                    Status::Created
+                } else if record.cgroup.is_frozen() {
+                    Status::Paused
+                } else {
+                    Status::Running
+                }
             }
             _ => Status::Stopped,
         }
@@ -184,12 +194,22 @@ impl Runtime {
             Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(Error::Exists { id: id.to_owned() }),
             Err(source) => return Err(Error::Read { path: dir, source }),
         }
+        let cgroup_path =
+            bundle.spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()).unwrap_or_else(|| PathBuf::from(id));
+        let cgroup = match Cgroup::for_host(&cgroup_path) {
+            Ok(cgroup) => cgroup,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
         let mut pid = None;
-        let created = self.create_in(id, &dir, &bundle, options, &mut pid);
+        let created = cgroup.create().and_then(|()| self.create_in(id, &dir, &bundle, &cgroup, options, &mut pid));
         if created.is_err() {
-            if let Some(pid) = pid {
+            for pid in pid.into_iter().chain(cgroup.procs().unwrap_or_default()) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
+            let _ = cgroup.destroy();
             let _ = std::fs::remove_dir_all(&dir);
         }
         created
@@ -200,6 +220,7 @@ impl Runtime {
         id: &str,
         dir: &Path,
         bundle: &Bundle,
+        cgroup: &Cgroup,
         options: &CreateOptions,
         init_pid: &mut Option<i32>,
     ) -> Result<State> {
@@ -227,7 +248,7 @@ impl Runtime {
             ForkResult::Child => {
                 drop(pid_r);
                 drop(report_r);
-                stage1(bundle, &fifo, pid_ns.as_ref(), pid_w, report_w)
+                stage1(bundle, &fifo, cgroup, pid_ns.as_ref(), pid_w, report_w)
             }
             ForkResult::Parent { child } => {
                 drop(pid_w);
@@ -249,6 +270,12 @@ impl Runtime {
                         return Err(Error::InitFailed { id: id.to_owned(), message: message.to_owned() });
                     }
                 }
+                // Limits apply once init has built the rootfs (device nodes need
+                // mknod, which device rules may deny) and before the user's
+                // program runs, as runc does.
+                if let Some(resources) = bundle.spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+                    cgroup.set(resources)?;
+                }
                 let (pid_start, _) = proc_stat(pid)
                     .ok_or_else(|| Error::InitFailed { id: id.to_owned(), message: "init exited".into() })?;
                 let record = Record {
@@ -260,6 +287,7 @@ impl Runtime {
                     created: humantime::format_rfc3339_nanos(SystemTime::now()).to_string(),
                     annotations: bundle.spec.annotations().clone().unwrap_or_default().into_iter().collect(),
                     own_pid_namespace: pid_ns.is_some_and(|n| n.path().is_none()),
+                    cgroup: cgroup.clone(),
                 };
                 Collection::open(dir)?.put(STATE_RECORD, &record)?;
                 if let Some(pid_file) = &options.pid_file {
@@ -323,6 +351,10 @@ impl Runtime {
             for pid in processes_of(&record) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
+            // Frozen processes die only once thawed.
+            if record.cgroup.is_frozen() {
+                let _ = record.cgroup.freeze(false);
+            }
             let deadline = Instant::now() + Duration::from_secs(10);
             while self.status_of(&record) != Status::Stopped {
                 if Instant::now() > deadline {
@@ -334,7 +366,53 @@ impl Runtime {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
+        // Processes other than init (no pid namespace of its own) may outlive it.
+        for pid in record.cgroup.procs().unwrap_or_default() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        record.cgroup.destroy()?;
         std::fs::remove_dir_all(&dir).map_err(|source| Error::Read { path: dir, source })
+    }
+
+    /// Freezes every process of a running container.
+    pub fn pause(&self, id: &str) -> Result<()> {
+        let record = self.record(id)?;
+        match self.status_of(&record) {
+            Status::Running => record.cgroup.freeze(true),
+            status => Err(Error::WrongStatus { id: id.to_owned(), status, wanted: "running" }),
+        }
+    }
+
+    /// Thaws a paused container.
+    pub fn resume(&self, id: &str) -> Result<()> {
+        let record = self.record(id)?;
+        match self.status_of(&record) {
+            Status::Paused => record.cgroup.freeze(false),
+            status => Err(Error::WrongStatus { id: id.to_owned(), status, wanted: "paused" }),
+        }
+    }
+
+    /// The processes of a container (host pids).
+    pub fn processes(&self, id: &str) -> Result<Vec<i32>> {
+        let record = self.record(id)?;
+        if self.status_of(&record) == Status::Stopped {
+            return Ok(Vec::new());
+        }
+        Ok(processes_of(&record))
+    }
+
+    /// Changes the resource limits of a live container.
+    pub fn update(&self, id: &str, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
+        let record = self.record(id)?;
+        match self.status_of(&record) {
+            Status::Stopped => Err(Error::WrongStatus { id: id.to_owned(), status: Status::Stopped, wanted: "live" }),
+            _ => record.cgroup.set(resources),
+        }
+    }
+
+    /// Resource usage of a container.
+    pub fn stats(&self, id: &str) -> Result<crate::cgroups::Stats> {
+        Ok(self.record(id)?.cgroup.stats())
     }
 }
 
@@ -348,13 +426,18 @@ fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
 /// in that namespace; otherwise init alone (cgroups will list the rest).
 fn processes_of(record: &Record) -> Vec<i32> {
     let mut pids = vec![record.pid];
+    for pid in record.cgroup.procs().unwrap_or_default() {
+        if !pids.contains(&pid) {
+            pids.push(pid);
+        }
+    }
     if !record.own_pid_namespace {
         return pids;
     }
     let Ok(ns) = std::fs::read_link(format!("/proc/{}/ns/pid", record.pid)) else { return pids };
     let Ok(entries) = std::fs::read_dir("/proc") else { return pids };
     for pid in entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()) {
-        if pid != record.pid && std::fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|l| l == ns) {
+        if !pids.contains(&pid) && std::fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|l| l == ns) {
             pids.push(pid);
         }
     }
@@ -366,11 +449,18 @@ fn processes_of(record: &Record) -> Vec<i32> {
 fn stage1(
     bundle: &Bundle,
     fifo: &Path,
+    cgroup: &Cgroup,
     pid_ns: Option<&oci_spec::runtime::LinuxNamespace>,
     pid_w: OwnedFd,
     report_w: OwnedFd,
 ) -> ! {
     let mut pid_out = std::fs::File::from(pid_w);
+    // Join the cgroup before forking init, so init starts (and unshares its
+    // cgroup namespace) inside it.
+    if let Err(e) = cgroup.join(0) {
+        let _ = pid_out.write_all(e.to_string().as_bytes());
+        init::exit(1);
+    }
     let entered = match pid_ns {
         None => Ok(()),
         Some(ns) => match ns.path() {
@@ -388,7 +478,7 @@ fn stage1(
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(pid_out);
-            init::run(bundle, fifo, report_w)
+            init::run(bundle, fifo, cgroup, report_w)
         }
         Ok(ForkResult::Parent { child }) => {
             let _ = pid_out.write_all(child.as_raw().to_string().as_bytes());

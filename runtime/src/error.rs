@@ -32,6 +32,13 @@ pub enum Error {
     InitFailed { id: String, message: String },
     #[error("state: {0}")]
     Store(#[from] bulkhead_store::Error),
+    #[error("write {value:?} to {path}: {source}")]
+    CgroupWrite {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("containers are only spawned from a single-threaded process; this one has {threads} threads")]
     MultiThreaded { threads: usize },
 }

@@ -20,6 +20,7 @@ use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Spec};
 
+use crate::cgroups::Cgroup;
 use crate::spec::Bundle;
 use crate::{Error, Result, rootfs};
 
@@ -201,7 +202,7 @@ struct Ready {
     seccomp: Option<libseccomp::ScmpFilterContext>,
 }
 
-fn setup(bundle: &Bundle, fifo: &Path) -> Result<Ready> {
+fn setup(bundle: &Bundle, fifo: &Path, cgroup: &Cgroup) -> Result<Ready> {
     let spec = &bundle.spec;
     let process = spec.process().clone().unwrap_or_default();
     nix::sys::stat::umask(Mode::empty());
@@ -210,7 +211,7 @@ fn setup(bundle: &Bundle, fifo: &Path) -> Result<Ready> {
     let fifo_fd =
         nix::fcntl::open(fifo, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()).map_err(sys("open exec fifo", fifo))?;
     let root = rootfs::prepare(bundle)?;
-    rootfs::mount_all(bundle, &root)?;
+    rootfs::mount_all(bundle, &root, cgroup)?;
     rootfs::create_devices(spec, &root)?;
     drop(root);
     rootfs::pivot(&bundle.rootfs)?;
@@ -261,9 +262,9 @@ fn setup(bundle: &Bundle, fifo: &Path) -> Result<Ready> {
 /// Runs init: sets the container up, reports to the `create` caller
 /// through `report` ("ok", or "error: ..."), waits for `start`, and execs
 /// the user's program.
-pub(crate) fn run(bundle: &Bundle, fifo: &Path, report: OwnedFd) -> ! {
+pub(crate) fn run(bundle: &Bundle, fifo: &Path, cgroup: &Cgroup, report: OwnedFd) -> ! {
     let mut report = std::fs::File::from(report);
-    let Ready { fifo: fifo_fd, program, args, env, seccomp } = match setup(bundle, fifo) {
+    let Ready { fifo: fifo_fd, program, args, env, seccomp } = match setup(bundle, fifo, cgroup) {
         Ok(ready) => ready,
         Err(e) => {
             let _ = report.write_all(format!("error: {e}").as_bytes());

@@ -7,6 +7,8 @@ use crate::{Error, Result};
 /// One mount of the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
+    /// The path within the filesystem that is mounted (a cgroup mount's root).
+    pub root: PathBuf,
     /// Where it is mounted, unescaped.
     pub mountpoint: PathBuf,
     pub fstype: String,
@@ -29,9 +31,11 @@ pub fn parse(text: &str) -> Vec<Mount> {
 fn parse_line(line: &str) -> Option<Mount> {
     // "<id> <parent> <maj:min> <root> <mountpoint> <opts> [optional...] - <fstype> <source> <superopts>"
     let (left, right) = line.split_once(" - ")?;
-    let mountpoint = left.split_whitespace().nth(4)?;
+    let mut left = left.split_whitespace().skip(3);
+    let (root, mountpoint) = (left.next()?, left.next()?);
     let mut right = right.split_whitespace();
     Some(Mount {
+        root: PathBuf::from(unescape(root)),
         mountpoint: PathBuf::from(unescape(mountpoint)),
         fstype: right.next()?.to_owned(),
         source: unescape(right.next()?),

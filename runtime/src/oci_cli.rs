@@ -11,7 +11,7 @@ use std::str::FromStr;
 use clap::{Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
 
-use crate::container::{CreateOptions, Runtime, State, Status};
+use crate::container::{CreateOptions, Runtime, State};
 use crate::{Error, Result};
 
 #[derive(Debug, Parser)]
@@ -91,6 +91,47 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Freeze every process of a container.
+    Pause { id: String },
+    /// Thaw a paused container.
+    Resume { id: String },
+    /// List the processes of a container.
+    Ps {
+        id: String,
+        #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
+    /// Change the resource limits of a live container.
+    Update {
+        id: String,
+        /// linux.resources as JSON, from a file or - for stdin.
+        #[arg(short, long)]
+        resources: Option<PathBuf>,
+        #[arg(long)]
+        memory: Option<i64>,
+        #[arg(long)]
+        memory_swap: Option<i64>,
+        #[arg(long)]
+        memory_reservation: Option<i64>,
+        #[arg(long)]
+        cpu_shares: Option<u64>,
+        #[arg(long)]
+        cpu_quota: Option<i64>,
+        #[arg(long)]
+        cpu_period: Option<u64>,
+        #[arg(long)]
+        cpuset_cpus: Option<String>,
+        #[arg(long)]
+        cpuset_mems: Option<String>,
+        #[arg(long)]
+        pids_limit: Option<i64>,
+    },
+    /// Print resource usage (only --stats: one sample).
+    Events {
+        id: String,
+        #[arg(long)]
+        stats: bool,
+    },
     /// Write a default config.json into the bundle directory.
     Spec {
         #[arg(short, long, default_value = ".")]
@@ -118,7 +159,7 @@ pub fn parse_signal(text: &str) -> Result<Signal> {
 }
 
 /// The config.json `spec` writes: runc's default, less what bulkhead does
-/// not run yet (a terminal, the cgroup mount).
+/// not run yet (a terminal).
 pub fn default_spec() -> serde_json::Value {
     serde_json::json!({
         "ociVersion": "1.2.0",
@@ -144,7 +185,8 @@ pub fn default_spec() -> serde_json::Value {
             {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
             {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
             {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
         ],
         "linux": {
             "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}],
@@ -225,6 +267,50 @@ fn execute(cli: &Cli) -> Result<u8> {
                 (ListFormat::Table, false) => print_table(&states),
             }
         }
+        Command::Pause { id } => rt.pause(id)?,
+        Command::Resume { id } => rt.resume(id)?,
+        Command::Ps { id, format } => {
+            let pids = rt.processes(id)?;
+            match format {
+                ListFormat::Json => print_json(&pids)?,
+                ListFormat::Table => {
+                    println!("PID CMD");
+                    for pid in pids {
+                        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                        println!("{pid} {}", cmd.trim_end());
+                    }
+                }
+            }
+        }
+        Command::Update { id, resources, .. } => {
+            let mut value = match resources {
+                Some(path) => read_json(path)?,
+                None => serde_json::json!({}),
+            };
+            apply_update_flags(&cli.command, &mut value);
+            let resources: oci_spec::runtime::LinuxResources =
+                serde_path_to_error::deserialize(value).map_err(|e| Error::Spec {
+                    field: format!("resources.{}", e.path()),
+                    message: e.inner().to_string(),
+                })?;
+            rt.update(id, &resources)?;
+        }
+        Command::Events { id, stats } => {
+            if !stats {
+                return Err(Error::Unsupported { field: "events".into(), what: "event streams (use --stats)".into() });
+            }
+            let s = rt.stats(id)?;
+            print_json(&serde_json::json!({
+                "type": "stats",
+                "id": id,
+                "data": {
+                    "cpu": {"usage": {"total": s.cpu_usage_ns}},
+                    "memory": {"usage": {"usage": s.memory_usage, "limit": s.memory_limit}, "workingSet": s.memory_working_set, "oomKills": s.oom_kills},
+                    "pids": {"current": s.pids_current, "limit": s.pids_limit}
+                }
+            }))?;
+        }
         Command::Spec { bundle, rootless } => {
             if *rootless {
                 return Err(Error::Unsupported { field: "--rootless".into(), what: "rootless specs".into() });
@@ -240,15 +326,58 @@ fn execute(cli: &Cli) -> Result<u8> {
     Ok(0)
 }
 
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|source| Error::Read { path: path.into(), source })?;
+        text
+    } else {
+        std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.into(), source })?
+    };
+    serde_json::from_str(&text).map_err(|e| Error::Spec { field: "resources".into(), message: e.to_string() })
+}
+
+/// Lays `update`'s flags over the resources JSON, as runc does.
+fn apply_update_flags(command: &Command, value: &mut serde_json::Value) {
+    let Command::Update {
+        memory,
+        memory_swap,
+        memory_reservation,
+        cpu_shares,
+        cpu_quota,
+        cpu_period,
+        cpuset_cpus,
+        cpuset_mems,
+        pids_limit,
+        ..
+    } = command
+    else {
+        return;
+    };
+    let mut set = |section: &str, key: &str, v: serde_json::Value| {
+        value[section][key] = v;
+    };
+    memory.map(|v| set("memory", "limit", v.into()));
+    memory_swap.map(|v| set("memory", "swap", v.into()));
+    memory_reservation.map(|v| set("memory", "reservation", v.into()));
+    cpu_shares.map(|v| set("cpu", "shares", v.into()));
+    cpu_quota.map(|v| set("cpu", "quota", v.into()));
+    cpu_period.map(|v| set("cpu", "period", v.into()));
+    if let Some(v) = cpuset_cpus {
+        set("cpu", "cpus", v.clone().into());
+    }
+    if let Some(v) = cpuset_mems {
+        set("cpu", "mems", v.clone().into());
+    }
+    pids_limit.map(|v| set("pids", "limit", v.into()));
+}
+
 fn print_table(states: &[State]) {
     println!("{:<12} {:<10} {:<10} {:<40} {:<32} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
     for s in states {
-        let status = match s.status {
-            Status::Creating => "creating",
-            Status::Created => "created",
-            Status::Running => "running",
-            Status::Stopped => "stopped",
-        };
+        let status =
+            serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
         println!("{:<12} {:<10} {:<10} {:<40} {:<32} {}", s.id, s.pid, status, s.bundle.display(), s.created, s.owner);
     }
 }

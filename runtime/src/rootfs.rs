@@ -12,6 +12,7 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{Mode, SFlag, makedev, mknodat};
 use oci_spec::runtime::{LinuxDeviceType, Mount, Spec};
 
+use crate::cgroups::Cgroup;
 use crate::resolve::{self, fd_path};
 use crate::spec::Bundle;
 use crate::{Error, Result};
@@ -120,24 +121,87 @@ pub(crate) fn prepare(bundle: &Bundle) -> Result<OwnedFd> {
 }
 
 /// Mounts every entry of `spec.mounts`, in order, inside the root.
-pub(crate) fn mount_all(bundle: &Bundle, root: &OwnedFd) -> Result<()> {
-    for (i, m) in bundle.spec.mounts().iter().flatten().enumerate() {
-        mount_one(bundle, root, i, m)?;
+pub(crate) fn mount_all(bundle: &Bundle, root: &OwnedFd, cgroup: &Cgroup) -> Result<()> {
+    let cgroup_ns = bundle
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|n| n.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Cgroup));
+    for m in bundle.spec.mounts().iter().flatten() {
+        if matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2")) {
+            mount_cgroup(root, m, cgroup, cgroup_ns)?;
+        } else {
+            mount_one(bundle, root, m)?;
+        }
     }
     Ok(())
 }
 
-fn mount_one(bundle: &Bundle, root: &OwnedFd, i: usize, m: &Mount) -> Result<()> {
+/// Binds `source` onto `target` inside the root, then applies `flags`.
+fn bind(root: &OwnedFd, source: &Path, dest: &Path, flags: MsFlags) -> Result<()> {
+    let target = resolve::mkdir_all(root, dest)?;
+    mount(Some(source), &fd_path(&target), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(sys("bind mount", dest))?;
+    if !flags.is_empty() {
+        let mounted = resolve::open(root, dest, OFlag::O_PATH)?;
+        mount(
+            None::<&str>,
+            &fd_path(&mounted),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
+            None::<&str>,
+        )
+        .map_err(sys("remount bind mount", dest))?;
+    }
+    Ok(())
+}
+
+/// The container's view of its cgroup at a `cgroup` mount: with a cgroup
+/// namespace, fresh cgroup filesystems (whose root is the container's
+/// cgroup); without one, binds of the container's own cgroup directories.
+/// On v1 each hierarchy sits in a tmpfs, as on a host.
+fn mount_cgroup(root: &OwnedFd, m: &Mount, cgroup: &Cgroup, cgroup_ns: bool) -> Result<()> {
+    let opts = parse_options(m.options().as_deref().unwrap_or_default());
+    let dest = m.destination();
+    let flags = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC);
+    if cgroup.is_v2() {
+        let Some(h) = cgroup.hierarchies.first() else { return Ok(()) };
+        if !cgroup_ns {
+            return bind(root, &h.dir, dest, flags);
+        }
+        let target = resolve::mkdir_all(root, dest)?;
+        return mount(Some("cgroup2"), &fd_path(&target), Some("cgroup2"), flags, None::<&str>)
+            .map_err(sys("mount cgroup2", dest));
+    }
+    let target = resolve::mkdir_all(root, dest)?;
+    let tmpfs_flags = flags - MsFlags::MS_RDONLY;
+    mount(Some("tmpfs"), &fd_path(&target), Some("tmpfs"), tmpfs_flags, Some("mode=755"))
+        .map_err(sys("mount cgroup tmpfs", dest))?;
+    for h in &cgroup.hierarchies {
+        let sub = dest.join(&h.name);
+        if !cgroup_ns {
+            bind(root, &h.dir, &sub, flags)?;
+            continue;
+        }
+        let target = resolve::mkdir_all(root, &sub)?;
+        let (fstype, data) = if h.unified { ("cgroup2", String::new()) } else { ("cgroup", h.controllers.join(",")) };
+        mount(Some("cgroup"), &fd_path(&target), Some(fstype), flags, (!data.is_empty()).then_some(data.as_str()))
+            .map_err(sys("mount cgroup", &sub))?;
+    }
+    if flags.contains(MsFlags::MS_RDONLY) {
+        let mounted = resolve::open(root, dest, OFlag::O_PATH)?;
+        mount(None::<&str>, &fd_path(&mounted), None::<&str>, MsFlags::MS_REMOUNT | flags, Some("mode=755"))
+            .map_err(sys("make cgroup tmpfs read-only", dest))?;
+    }
+    Ok(())
+}
+
+fn mount_one(bundle: &Bundle, root: &OwnedFd, m: &Mount) -> Result<()> {
     let opts = parse_options(m.options().as_deref().unwrap_or_default());
     let typ = m.typ().clone().unwrap_or_else(|| "bind".into());
     let bind = typ == "bind" || opts.flags.contains(MsFlags::MS_BIND);
     let dest = m.destination();
-    if typ == "cgroup" || typ == "cgroup2" {
-        return Err(Error::Unsupported {
-            field: format!("mounts[{i}].type"),
-            what: format!("{typ} mounts (they arrive with cgroup support)"),
-        });
-    }
     if bind {
         let source = m.source().clone().unwrap_or_default();
         let source = if source.is_absolute() { source } else { bundle.dir.join(source) };

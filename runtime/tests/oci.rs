@@ -34,7 +34,10 @@ impl Bundle {
         }
         let out = oci(dir.path(), &["spec", "--bundle", dir.path().join("bundle").to_str().unwrap()]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let config = serde_json::from_slice(&std::fs::read(dir.path().join("bundle/config.json")).unwrap()).unwrap();
+        let mut config: Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("bundle/config.json")).unwrap()).unwrap();
+        // A cgroup of this test's own, so parallel tests never share one.
+        config["linux"]["cgroupsPath"] = json!(format!("/{}", dir.path().file_name().unwrap().to_string_lossy()));
         Bundle { dir, config }
     }
 
@@ -88,9 +91,20 @@ impl Drop for Bundle {
         for m in mounts.iter().rev() {
             let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
         }
+        let name = self.dir.path().file_name().unwrap().to_owned();
+        let cgroups: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+            .unwrap()
+            .flatten()
+            .map(|h| h.path().join(&name))
+            .filter(|d| d.exists())
+            .collect();
+        for d in &cgroups {
+            let _ = std::fs::remove_dir(d);
+        }
         if !std::thread::panicking() {
             assert!(leftovers.is_empty(), "containers left in the state root: {leftovers:?}");
             assert!(mounts.is_empty(), "mounts left on the host: {mounts:?}");
+            assert!(cgroups.is_empty(), "cgroups left on the host: {cgroups:?}");
         }
     }
 }
@@ -312,7 +326,6 @@ fn kill_all_and_force_delete_remove_every_process() {
     let bundle = b.write();
     assert!(b.cmd(&["run", "--detach", "--bundle", &bundle, "c1"]).status.success());
     let pid = b.state("c1")["pid"].as_i64().unwrap() as i32;
-    std::thread::sleep(std::time::Duration::from_millis(100));
     let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
     let in_ns = || {
         std::fs::read_dir("/proc")
@@ -321,7 +334,13 @@ fn kill_all_and_force_delete_remove_every_process() {
             .filter(|e| std::fs::read_link(e.path().join("ns/pid")).is_ok_and(|l| l == ns))
             .count()
     };
-    assert_eq!(in_ns(), 3, "sh and two sleeps");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while in_ns() < 3 {
+        assert!(std::time::Instant::now() < deadline, "sh and two sleeps never all ran");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let ps: Vec<i32> = serde_json::from_slice(&b.cmd(&["ps", "--format", "json", "c1"]).stdout).unwrap();
+    assert_eq!(ps.len(), 3, "ps lists the cgroup's processes: {ps:?}");
     assert!(b.cmd(&["delete", "--force", "c1"]).status.success());
     reap(pid);
     assert_eq!(in_ns(), 0, "no process of the container remains");
@@ -397,4 +416,126 @@ fn an_init_failure_is_reported_and_rolled_back() {
     let err = text(&out.stderr);
     assert!(err.contains("no-such-program") && err.contains("init failed"), "{err}");
     assert!(!b.dir.path().join("state/c1").exists());
+}
+
+impl Bundle {
+    /// Binds a fresh host directory at /out, writable by the container.
+    fn with_out_dir(mut self) -> (Bundle, PathBuf) {
+        let out = self.dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        self.config["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/out", "type": "bind", "source": out, "options": ["rbind", "rw"]
+        }));
+        (self, out)
+    }
+
+    fn stats(&self, id: &str) -> Value {
+        let out = self.cmd(&["events", "--stats", id]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["data"].clone()
+    }
+
+    fn cgroup_dir(&self, controller: &str) -> PathBuf {
+        Path::new("/sys/fs/cgroup").join(controller).join(self.dir.path().file_name().unwrap())
+    }
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_memory_limit_oom_kills_an_allocation_above_it_and_the_oom_is_reported() {
+    let (mut b, out) = Bundle::new().with_out_dir();
+    b = b.script("head -c 256m /dev/zero | tail > /dev/null; echo rc=$? > /out/result; sleep 300");
+    b.config["linux"]["resources"] = json!({"memory": {"limit": 33554432, "swap": 33554432}});
+    let bundle = b.write();
+    assert!(b.cmd(&["run", "--detach", "--bundle", &bundle, "c1"]).status.success());
+    let pid = b.state("c1")["pid"].as_i64().unwrap() as i32;
+    wait_for("the allocation to end", || out.join("result").exists());
+    assert_eq!(std::fs::read_to_string(out.join("result")).unwrap().trim(), "rc=137", "SIGKILLed by the OOM killer");
+    let stats = b.stats("c1");
+    assert!(stats["memory"]["oomKills"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(stats["memory"]["usage"]["limit"], 33554432);
+    assert!(b.cmd(&["delete", "--force", "c1"]).status.success());
+    reap(pid);
+    assert!(!b.cgroup_dir("memory").exists(), "the cgroup is removed with the container");
+}
+
+#[test]
+fn a_pids_limit_stops_a_fork_bomb() {
+    let mut b = Bundle::new().script("for i in $(seq 40); do sleep 300 & done; sleep 300");
+    b.config["linux"]["resources"] = json!({"pids": {"limit": 10}});
+    let bundle = b.write();
+    assert!(b.cmd(&["run", "--detach", "--bundle", &bundle, "c1"]).status.success());
+    let pid = b.state("c1")["pid"].as_i64().unwrap() as i32;
+    let events = b.cgroup_dir("pids").join("pids.events");
+    wait_for("a fork to be refused", || std::fs::read_to_string(&events).is_ok_and(|e| e.trim() != "max 0"));
+    let stats = b.stats("c1");
+    assert!(stats["pids"]["current"].as_u64().unwrap() <= 10, "{stats}");
+    assert_eq!(stats["pids"]["limit"], 10);
+    assert!(b.cmd(&["delete", "--force", "c1"]).status.success());
+    reap(pid);
+    assert!(!b.cgroup_dir("pids").exists());
+}
+
+#[test]
+fn a_denied_device_cannot_be_opened() {
+    let mut b = Bundle::new().script("cat /dev/full 2>&1 | head -c 80; echo; echo ok > /dev/null && echo null-ok");
+    b.config["linux"]["resources"] = json!({"devices": [
+        {"allow": false, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}
+    ]});
+    let (code, out, err) = b.run("c1");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    assert!(out.contains("null-ok"), "{out}");
+}
+
+#[test]
+fn the_container_sees_its_own_cgroup_and_limits() {
+    let mut b = Bundle::new()
+        .script("ls /sys/fs/cgroup; cat /sys/fs/cgroup/memory/memory.limit_in_bytes; cat /proc/self/cgroup");
+    b.config["linux"]["resources"] = json!({"memory": {"limit": 67108864}});
+    let (code, out, err) = b.run("c1");
+    assert_eq!(code, 0, "{err}");
+    for hierarchy in ["memory", "cpu", "pids", "devices"] {
+        assert!(out.lines().any(|l| l == hierarchy), "{hierarchy}: {out}");
+    }
+    assert!(out.contains("67108864"), "{out}");
+    assert!(out.contains("memory:/\n"), "a cgroup namespace rooted at the container: {out}");
+}
+
+#[test]
+fn pause_resume_and_update_act_on_a_live_container() {
+    let b = Bundle::new().script("sleep 300");
+    let bundle = b.write();
+    assert!(b.cmd(&["run", "--detach", "--bundle", &bundle, "c1"]).status.success());
+    let pid = b.state("c1")["pid"].as_i64().unwrap() as i32;
+    assert!(b.cmd(&["pause", "c1"]).status.success());
+    assert_eq!(b.state("c1")["status"], "paused");
+    assert_eq!(std::fs::read_to_string(b.cgroup_dir("freezer").join("freezer.state")).unwrap().trim(), "FROZEN");
+    assert!(!b.cmd(&["pause", "c1"]).status.success(), "a paused container cannot be paused");
+    assert!(b.cmd(&["resume", "c1"]).status.success());
+    assert_eq!(b.state("c1")["status"], "running");
+
+    assert!(b.cmd(&["update", "--memory", "67108864", "--pids-limit", "50", "c1"]).status.success());
+    let read = |c: &str, f: &str| std::fs::read_to_string(b.cgroup_dir(c).join(f)).unwrap().trim().to_owned();
+    assert_eq!(read("memory", "memory.limit_in_bytes"), "67108864");
+    assert_eq!(read("pids", "pids.max"), "50");
+    let resources = b.dir.path().join("resources.json");
+    std::fs::write(&resources, r#"{"cpu": {"shares": 512, "quota": 20000, "period": 100000}}"#).unwrap();
+    assert!(b.cmd(&["update", "--resources", resources.to_str().unwrap(), "c1"]).status.success());
+    assert_eq!(read("cpu", "cpu.shares"), "512");
+    assert_eq!(read("cpu", "cpu.cfs_quota_us"), "20000");
+
+    // Force-deleting a paused container thaws and kills it.
+    assert!(b.cmd(&["pause", "c1"]).status.success());
+    assert!(b.cmd(&["delete", "--force", "c1"]).status.success());
+    reap(pid);
+    assert!(!b.cgroup_dir("freezer").exists());
 }

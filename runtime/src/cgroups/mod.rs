@@ -5,6 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod fs;
+
+pub use fs::{Cgroup, Stats};
+
 use serde::Serialize;
 
 use crate::{Error, Result};
@@ -73,7 +77,7 @@ impl Layout {
 }
 
 /// Mount options of a v1 cgroup mount that are not controllers.
-fn is_v1_controller(opt: &str) -> bool {
+pub(crate) fn is_v1_controller(opt: &str) -> bool {
     !(opt.is_empty()
         || opt.starts_with("name=")
         || opt.starts_with("release_agent=")
