@@ -33,6 +33,7 @@ use crate::{Error, Result, init};
 
 const STATE_RECORD: &str = "state";
 const FIFO: &str = "exec.fifo";
+const CONFIG: &str = "config.json";
 
 /// The lifecycle states of runtime-spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,7 +188,8 @@ impl Runtime {
     pub fn create(&self, id: &str, bundle_dir: &Path, options: &CreateOptions) -> Result<State> {
         ensure_single_threaded()?;
         let dir = self.dir(id)?;
-        let bundle = Bundle::load(bundle_dir)?;
+        let mut bundle = Bundle::load(bundle_dir)?;
+        bundle.id = id.to_owned();
         std::fs::create_dir_all(&self.root).map_err(|source| Error::Read { path: self.root.clone(), source })?;
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
@@ -224,6 +226,10 @@ impl Runtime {
         options: &CreateOptions,
         init_pid: &mut Option<i32>,
     ) -> Result<State> {
+        // The config as created: exec and the poststop hooks need it after the bundle may be gone.
+        let config = dir.join(CONFIG);
+        std::fs::copy(bundle.dir.join("config.json"), &config)
+            .map_err(|source| Error::Read { path: config, source })?;
         let fifo = dir.join(FIFO);
         nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).map_err(|errno| Error::Syscall {
             op: "mkfifo",
@@ -239,6 +245,7 @@ impl Runtime {
         };
         let (pid_r, pid_w) = pipe()?;
         let (report_r, report_w) = pipe()?;
+        let (go_r, go_w) = pipe()?;
         let namespaces = bundle.spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
         let pid_ns = namespaces.iter().find(|n| n.typ() == LinuxNamespaceType::Pid).cloned();
 
@@ -248,11 +255,13 @@ impl Runtime {
             ForkResult::Child => {
                 drop(pid_r);
                 drop(report_r);
-                stage1(bundle, &fifo, cgroup, pid_ns.as_ref(), pid_w, report_w)
+                drop(go_w);
+                stage1(bundle, &fifo, cgroup, pid_ns.as_ref(), pid_w, report_w, go_r)
             }
             ForkResult::Parent { child } => {
                 drop(pid_w);
                 drop(report_w);
+                drop(go_r);
                 let mut text = String::new();
                 let _ = std::fs::File::from(pid_r).read_to_string(&mut text);
                 let _ = waitpid(child, None);
@@ -261,8 +270,7 @@ impl Runtime {
                     message: format!("the forking stage failed: {}", text.trim()),
                 })?;
                 *init_pid = Some(pid);
-                let mut report = String::new();
-                let _ = std::fs::File::from(report_r).read_to_string(&mut report);
+                let report = read_report(report_r, go_w, bundle, pid)?;
                 match report.as_str() {
                     "ok" => {}
                     other => {
@@ -310,7 +318,25 @@ impl Runtime {
         let fd = nix::fcntl::open(&fifo, OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(|errno| Error::Syscall { op: "open exec fifo", path: fifo.clone(), errno })?;
         std::fs::File::from(fd).write_all(b"0").map_err(|source| Error::Read { path: fifo.clone(), source })?;
-        std::fs::remove_file(&fifo).map_err(|source| Error::Read { path: fifo, source })
+        std::fs::remove_file(&fifo).map_err(|source| Error::Read { path: fifo, source })?;
+        if let Ok(bundle) = self.bundle_of(&record) {
+            let hooks = bundle.spec.hooks().clone().unwrap_or_default();
+            let state = crate::hooks::HookState::new(&bundle, record.pid, "running");
+            crate::hooks::run_all_reporting(hooks.poststart(), "hooks.poststart", &state);
+        }
+        Ok(())
+    }
+
+    /// The bundle as it was created (its config copied into the state dir).
+    fn bundle_of(&self, record: &Record) -> Result<Bundle> {
+        let path = self.root.join(&record.id).join(CONFIG);
+        let text = std::fs::read(&path).map_err(|source| Error::Read { path, source })?;
+        Ok(Bundle {
+            id: record.id.clone(),
+            dir: record.bundle.clone(),
+            spec: crate::spec::parse(&text)?,
+            rootfs: record.rootfs.clone(),
+        })
     }
 
     /// Sends `signal` to init, or with `all` to every process of the container.
@@ -371,7 +397,14 @@ impl Runtime {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         record.cgroup.destroy()?;
-        std::fs::remove_dir_all(&dir).map_err(|source| Error::Read { path: dir, source })
+        let bundle = self.bundle_of(&record);
+        std::fs::remove_dir_all(&dir).map_err(|source| Error::Read { path: dir, source })?;
+        if let Ok(bundle) = bundle {
+            let hooks = bundle.spec.hooks().clone().unwrap_or_default();
+            let state = crate::hooks::HookState::new(&bundle, record.pid, "stopped");
+            crate::hooks::run_all_reporting(hooks.poststop(), "hooks.poststop", &state);
+        }
+        Ok(())
     }
 
     /// Freezes every process of a running container.
@@ -446,6 +479,26 @@ fn processes_of(record: &Record) -> Vec<i32> {
 
 /// The first child: enters the pid namespace (it applies to children), forks
 /// init, reports init's pid, and exits.
+/// Reads init's reports: "hooks" (run the runtime-side create hooks, then
+/// let init go on), then "ok" or "error: ..." at the end.
+fn read_report(report: OwnedFd, go: OwnedFd, bundle: &Bundle, pid: i32) -> Result<String> {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(std::fs::File::from(report));
+    let mut go = std::fs::File::from(go);
+    loop {
+        let mut line = Vec::new();
+        let _ = reader.read_until(b'\n', &mut line);
+        if line != b"hooks\n" {
+            let mut rest = String::from_utf8_lossy(&line).into_owned();
+            let _ = reader.read_to_string(&mut rest);
+            return Ok(rest);
+        }
+        let hooks = bundle.spec.hooks().clone().unwrap_or_default();
+        crate::hooks::run_create_runtime(&hooks, &crate::hooks::HookState::new(bundle, pid, "creating"))?;
+        let _ = go.write_all(b"g");
+    }
+}
+
 fn stage1(
     bundle: &Bundle,
     fifo: &Path,
@@ -453,6 +506,7 @@ fn stage1(
     pid_ns: Option<&oci_spec::runtime::LinuxNamespace>,
     pid_w: OwnedFd,
     report_w: OwnedFd,
+    go_r: OwnedFd,
 ) -> ! {
     let mut pid_out = std::fs::File::from(pid_w);
     // Join the cgroup before forking init, so init starts (and unshares its
@@ -478,7 +532,7 @@ fn stage1(
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(pid_out);
-            init::run(bundle, fifo, cgroup, report_w)
+            init::run(bundle, fifo, cgroup, report_w, go_r)
         }
         Ok(ForkResult::Parent { child }) => {
             let _ = pid_out.write_all(child.as_raw().to_string().as_bytes());

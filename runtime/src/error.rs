@@ -39,6 +39,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("{field} ({path}): {message}")]
+    Hook { field: String, path: PathBuf, message: String },
     #[error("containers are only spawned from a single-threaded process; this one has {threads} threads")]
     MultiThreaded { threads: usize },
 }

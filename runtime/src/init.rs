@@ -18,7 +18,7 @@ use nix::fcntl::OFlag;
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid};
-use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, PosixRlimitType, Process, Spec};
 
 use crate::cgroups::Cgroup;
 use crate::spec::Bundle;
@@ -72,9 +72,8 @@ fn enter_namespaces(spec: &Spec) -> Result<()> {
     unshare(new).map_err(sys("unshare namespaces", "/"))
 }
 
-fn set_rlimits(spec: &Spec) -> Result<()> {
+fn set_rlimits(process: &Process) -> Result<()> {
     use nix::sys::resource::{Resource, setrlimit};
-    let process = spec.process().clone().unwrap_or_default();
     for limit in process.rlimits().clone().unwrap_or_default() {
         let resource = match limit.typ() {
             PosixRlimitType::RlimitCpu => Resource::RLIMIT_CPU,
@@ -123,8 +122,7 @@ fn caps_err(op: &'static str) -> impl FnOnce(caps::errors::CapsError) -> Error {
 /// Switches to the spec's user and groups and sets the five capability
 /// sets, in the order the kernel allows: bounding (needs CAP_SETPCAP) before
 /// the uid change, the others after it (kept across it with KEEPCAPS).
-fn set_user_and_capabilities(spec: &Spec) -> Result<()> {
-    let process = spec.process().clone().unwrap_or_default();
+fn set_user_and_capabilities(process: &Process) -> Result<()> {
     let user = process.user();
     let wanted = process.capabilities().clone();
     let sets = match &wanted {
@@ -192,17 +190,76 @@ fn cstrings(items: &[String], field: &str) -> Result<Vec<CString>> {
 }
 
 /// Everything up to the point where init waits for `start`.
+/// A process ready to exec: everything checked, the user and limits set.
+pub(crate) struct Prepared {
+    pub program: CString,
+    pub args: Vec<CString>,
+    pub env: Vec<CString>,
+    /// A seccomp filter still to load, last, just before exec.
+    pub seccomp: Option<libseccomp::ScmpFilterContext>,
+}
+
+impl Prepared {
+    /// Loads a pending seccomp filter and execs; returns only on failure.
+    pub(crate) fn exec(self, umask: u32) -> Error {
+        nix::sys::stat::umask(Mode::from_bits_truncate(umask));
+        if let Some(filter) = &self.seccomp
+            && let Err(e) = crate::seccomp::load(filter)
+        {
+            return e;
+        }
+        match nix::unistd::execve(&self.program, &self.args, &self.env) {
+            Err(errno) => {
+                Error::Syscall { op: "exec", path: PathBuf::from(self.program.to_string_lossy().into_owned()), errno }
+            }
+            Ok(never) => match never {},
+        }
+    }
+}
+
+/// Sets up the calling process, already inside the container's namespaces
+/// and root, to run `process`: oom score, rlimits, the program's path,
+/// seccomp, user and capabilities, cwd. Shared by init and exec.
+pub(crate) fn prepare_process(process: &Process, seccomp: Option<&LinuxSeccomp>) -> Result<Prepared> {
+    if let Some(adj) = process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| Error::Read { path: "/proc/self/oom_score_adj".into(), source: e })?;
+    }
+    set_rlimits(process)?;
+    let args = process.args().clone().unwrap_or_default();
+    if args.is_empty() {
+        return Err(Error::Spec { field: "process.args".into(), message: "must name the program to run".into() });
+    }
+    let env = process.env().clone().unwrap_or_default();
+    let program = find_program(&args[0], &env)?;
+    let mut seccomp = match seccomp {
+        Some(profile) => Some(crate::seccomp::compile(profile)?),
+        None => None,
+    };
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it
+    // while the process still has it, as runc does. With it, load it last.
+    if !process.no_new_privileges().unwrap_or(false)
+        && let Some(filter) = seccomp.take()
+    {
+        crate::seccomp::load(&filter)?;
+    }
+    set_user_and_capabilities(process)?;
+    nix::unistd::chdir(process.cwd()).map_err(sys("chdir", process.cwd()))?;
+    let program = CString::new(program.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::Spec { field: "process.args".into(), message: "contains a NUL byte".into() })?;
+    Ok(Prepared { program, args: cstrings(&args, "process.args")?, env: cstrings(&env, "process.env")?, seccomp })
+}
+
 /// What init holds between `setup` and exec.
 struct Ready {
     fifo: OwnedFd,
-    program: CString,
-    args: Vec<CString>,
-    env: Vec<CString>,
-    /// A seccomp filter still to load, last, just before exec.
-    seccomp: Option<libseccomp::ScmpFilterContext>,
+    process: Prepared,
 }
 
-fn setup(bundle: &Bundle, fifo: &Path, cgroup: &Cgroup) -> Result<Ready> {
+/// Everything up to the point where init waits for `start`. `sync` is
+/// called once the namespaces and cgroup are in place, before the root
+/// filesystem is built (the createRuntime/createContainer hook point).
+fn setup(bundle: &Bundle, fifo: &Path, cgroup: &Cgroup, sync: &mut dyn FnMut() -> Result<()>) -> Result<Ready> {
     let spec = &bundle.spec;
     let process = spec.process().clone().unwrap_or_default();
     nix::sys::stat::umask(Mode::empty());
@@ -210,6 +267,7 @@ fn setup(bundle: &Bundle, fifo: &Path, cgroup: &Cgroup) -> Result<Ready> {
     // The FIFO is held read-write so this open never blocks; `start` writes a byte to it.
     let fifo_fd =
         nix::fcntl::open(fifo, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()).map_err(sys("open exec fifo", fifo))?;
+    sync()?;
     let root = rootfs::prepare(bundle)?;
     rootfs::mount_all(bundle, &root, cgroup)?;
     rootfs::create_devices(spec, &root)?;
@@ -227,44 +285,32 @@ fn setup(bundle: &Bundle, fifo: &Path, cgroup: &Cgroup) -> Result<Ready> {
         let rc = unsafe { nix::libc::setdomainname(name.as_ptr(), domain.len()) };
         Errno::result(rc).map_err(sys("setdomainname", "domainname"))?;
     }
-    if let Some(adj) = process.oom_score_adj() {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-            .map_err(|e| Error::Read { path: "/proc/self/oom_score_adj".into(), source: e })?;
-    }
-    set_rlimits(spec)?;
-    let args = process.args().clone().unwrap_or_default();
-    let env = process.env().clone().unwrap_or_default();
-    let program = find_program(&args[0], &env)?;
-    let mut seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-        Some(profile) => Some(crate::seccomp::compile(profile)?),
-        None => None,
-    };
-    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it
-    // while init still has it, as runc does. With it, load it last.
-    if !process.no_new_privileges().unwrap_or(false)
-        && let Some(filter) = seccomp.take()
-    {
-        crate::seccomp::load(&filter)?;
-    }
-    set_user_and_capabilities(spec)?;
-    nix::unistd::chdir(process.cwd()).map_err(sys("chdir", process.cwd()))?;
-    let program = CString::new(program.as_os_str().as_encoded_bytes())
-        .map_err(|_| Error::Spec { field: "process.args".into(), message: "contains a NUL byte".into() })?;
-    Ok(Ready {
-        fifo: fifo_fd,
-        program,
-        args: cstrings(&args, "process.args")?,
-        env: cstrings(&env, "process.env")?,
-        seccomp,
-    })
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    Ok(Ready { fifo: fifo_fd, process: prepare_process(&process, seccomp)? })
 }
 
 /// Runs init: sets the container up, reports to the `create` caller
-/// through `report` ("ok", or "error: ..."), waits for `start`, and execs
-/// the user's program.
-pub(crate) fn run(bundle: &Bundle, fifo: &Path, cgroup: &Cgroup, report: OwnedFd) -> ! {
+/// through `report` ("hooks" when it should run the createRuntime hooks,
+/// then "ok" or "error: ..."), waits for `start`, runs the startContainer
+/// hooks, and execs the user's program.
+pub(crate) fn run(bundle: &Bundle, fifo: &Path, cgroup: &Cgroup, report: OwnedFd, go: OwnedFd) -> ! {
     let mut report = std::fs::File::from(report);
-    let Ready { fifo: fifo_fd, program, args, env, seccomp } = match setup(bundle, fifo, cgroup) {
+    let mut go = std::fs::File::from(go);
+    let hooks = bundle.spec.hooks().clone().unwrap_or_default();
+    let mut sync = || -> Result<()> {
+        if crate::hooks::runtime_side_create_hooks(&hooks) {
+            report.write_all(b"hooks\n").map_err(|e| Error::Read { path: "create pipe".into(), source: e })?;
+            let mut byte = [0u8; 1];
+            go.read_exact(&mut byte).map_err(|e| Error::Read { path: "create pipe".into(), source: e })?;
+        }
+        // Before pivot_root, /proc is the host's: it names init's host pid.
+        let pid = std::fs::read_link("/proc/self").ok().and_then(|p| p.to_str()?.parse().ok()).unwrap_or(0);
+        let state = crate::hooks::HookState::new(bundle, pid, "creating");
+        crate::hooks::run_all(hooks.create_container(), "hooks.createContainer", &state)
+    };
+    let ready = setup(bundle, fifo, cgroup, &mut sync);
+    drop(go);
+    let Ready { fifo: fifo_fd, process } = match ready {
         Ok(ready) => ready,
         Err(e) => {
             let _ = report.write_all(format!("error: {e}").as_bytes());
@@ -281,19 +327,14 @@ pub(crate) fn run(bundle: &Bundle, fifo: &Path, cgroup: &Cgroup, report: OwnedFd
         exit(127)
     }
     drop(fifo);
-    let umask = bundle.spec.process().as_ref().and_then(|p| p.user().umask()).unwrap_or(0o022);
-    nix::sys::stat::umask(Mode::from_bits_truncate(umask));
-    if let Some(filter) = seccomp
-        && let Err(e) = crate::seccomp::load(&filter)
-    {
+    let state = crate::hooks::HookState::new(bundle, 1, "created");
+    if let Err(e) = crate::hooks::run_all(hooks.start_container(), "hooks.startContainer", &state) {
         let _ = writeln!(std::io::stderr(), "bulkhead-oci init: {e}");
         exit(127)
     }
-    let errno = match nix::unistd::execve(&program, &args, &env) {
-        Err(errno) => errno,
-        Ok(never) => match never {},
-    };
-    let _ = writeln!(std::io::stderr(), "bulkhead-oci init: exec {}: {errno}", program.to_string_lossy());
+    let umask = bundle.spec.process().as_ref().and_then(|p| p.user().umask()).unwrap_or(0o022);
+    let e = process.exec(umask);
+    let _ = writeln!(std::io::stderr(), "bulkhead-oci init: {e}");
     exit(127)
 }
 

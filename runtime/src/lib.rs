@@ -11,6 +11,7 @@
 pub mod cgroups;
 pub mod container;
 mod error;
+mod hooks;
 pub mod host;
 mod init;
 pub mod mountinfo;

@@ -15,6 +15,8 @@ const SUPPORTED_MINORS: std::ops::RangeInclusive<u64> = 0..=2;
 /// A bundle: its directory, its parsed config and its resolved rootfs.
 #[derive(Debug, Clone)]
 pub struct Bundle {
+    /// The container id this bundle runs as (empty until one is given).
+    pub id: String,
     pub dir: PathBuf,
     pub spec: Spec,
     /// `root.path`, made absolute against the bundle directory.
@@ -33,7 +35,7 @@ impl Bundle {
         let text = std::fs::read(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
         let spec = parse(&text)?;
         let rootfs = check(&spec, &dir)?;
-        Ok(Bundle { dir, spec, rootfs })
+        Ok(Bundle { id: String::new(), dir, spec, rootfs })
     }
 }
 

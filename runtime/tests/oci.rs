@@ -539,3 +539,56 @@ fn pause_resume_and_update_act_on_a_live_container() {
     reap(pid);
     assert!(!b.cgroup_dir("freezer").exists());
 }
+
+#[test]
+fn hooks_run_at_their_points_with_the_state_on_stdin() {
+    let (mut b, out) = Bundle::new().with_out_dir();
+    b = b.script("echo running");
+    let host_hook = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}/{name}.json; echo $X >> {}/{name}.json", out.display(), out.display())], "env": ["X=from-env"]});
+    b.config["hooks"] = json!({
+        "createRuntime": [host_hook("createRuntime")],
+        "createContainer": [host_hook("createContainer")],
+        "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "cat > /out/startContainer.json"]}],
+        "poststart": [host_hook("poststart")],
+        "poststop": [host_hook("poststop")]
+    });
+    let (code, stdout, err) = b.run("c1");
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("running"));
+    for (hook, status) in [
+        ("createRuntime", "creating"),
+        ("createContainer", "creating"),
+        ("startContainer", "created"),
+        ("poststart", "running"),
+        ("poststop", "stopped"),
+    ] {
+        let text = std::fs::read_to_string(out.join(format!("{hook}.json"))).unwrap_or_else(|e| panic!("{hook}: {e}"));
+        let state: Value = serde_json::Deserializer::from_str(&text).into_iter().next().unwrap().unwrap();
+        assert_eq!(state["id"], "c1", "{hook}");
+        assert_eq!(state["status"], status, "{hook}");
+        assert!(state["pid"].as_i64().unwrap() > 0, "{hook}");
+        if hook != "startContainer" {
+            assert!(text.contains("from-env"), "{hook} gets its env: {text}");
+        }
+    }
+}
+
+#[test]
+fn a_failing_or_hanging_create_hook_fails_create_and_leaves_nothing() {
+    for (hook, expect) in [
+        (json!({"path": "/bin/sh", "args": ["sh", "-c", "sleep 30"], "timeout": 1}), "timed out"),
+        (json!({"path": "/bin/sh", "args": ["sh", "-c", "exit 3"]}), "exited with"),
+    ] {
+        let mut b = Bundle::new().script("true");
+        b.config["hooks"] = json!({"createRuntime": [hook]});
+        let bundle = b.write();
+        let started = std::time::Instant::now();
+        let out = b.cmd(&["create", "--bundle", &bundle, "c1"]);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        assert_eq!(out.status.code(), Some(1));
+        let err = text(&out.stderr);
+        assert!(err.contains("hooks.createRuntime[0]") && err.contains(expect), "{err}");
+        assert!(!b.dir.path().join("state/c1").exists());
+        assert!(!b.cgroup_dir("memory").exists());
+    }
+}
