@@ -274,6 +274,8 @@ impl Runtime {
                 match report.as_str() {
                     "ok" => {}
                     other => {
+                        // Init exits right after reporting: reap it if it is ours.
+                        let _ = waitpid(Pid::from_raw(pid), None);
                         let message = other.strip_prefix("error: ").unwrap_or("init exited before it was ready");
                         return Err(Error::InitFailed { id: id.to_owned(), message: message.to_owned() });
                     }
@@ -325,6 +327,11 @@ impl Runtime {
             crate::hooks::run_all_reporting(hooks.poststart(), "hooks.poststart", &state);
         }
         Ok(())
+    }
+
+    /// The config a container was created with.
+    pub fn spec(&self, id: &str) -> Result<oci_spec::runtime::Spec> {
+        Ok(self.bundle_of(&self.record(id)?)?.spec)
     }
 
     /// The bundle as it was created (its config copied into the state dir).
@@ -443,6 +450,106 @@ impl Runtime {
         }
     }
 
+    /// Runs `process` inside container `id` (its namespaces, cgroup, and
+    /// the container's seccomp profile) and returns its host pid once it
+    /// has exec'd. The caller reaps it: be its subreaper, or its parent's.
+    /// Must run single-threaded.
+    pub fn exec(&self, id: &str, process: &oci_spec::runtime::Process, options: &CreateOptions) -> Result<i32> {
+        ensure_single_threaded()?;
+        let record = self.record(id)?;
+        let status = self.status_of(&record);
+        if !matches!(status, Status::Created | Status::Running) {
+            return Err(Error::WrongStatus { id: id.to_owned(), status, wanted: "created or running" });
+        }
+        let bundle = self.bundle_of(&record)?;
+        // The container's namespaces, from its init: the pid namespace applies to children.
+        let mut namespaces = Vec::new();
+        let mut pid_ns = None;
+        for ns in bundle.spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default() {
+            let name = match ns.typ() {
+                LinuxNamespaceType::Pid => "pid",
+                LinuxNamespaceType::Network => "net",
+                LinuxNamespaceType::Ipc => "ipc",
+                LinuxNamespaceType::Uts => "uts",
+                LinuxNamespaceType::Cgroup => "cgroup",
+                LinuxNamespaceType::Mount => "mnt",
+                LinuxNamespaceType::User | LinuxNamespaceType::Time => continue,
+            };
+            let path = PathBuf::from(format!("/proc/{}/ns/{name}", record.pid));
+            let fd = nix::fcntl::open(&path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|errno| Error::Syscall { op: "open namespace", path: path.clone(), errno })?;
+            if ns.typ() == LinuxNamespaceType::Pid {
+                pid_ns = Some(fd);
+            } else {
+                namespaces.push((init::clone_flag(ns.typ()), fd));
+            }
+        }
+        // Mount last: it changes the root that the other paths were resolved in.
+        namespaces.sort_by_key(|(flag, _)| *flag == CloneFlags::CLONE_NEWNS);
+        let pipe = || {
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|errno| Error::Syscall {
+                op: "pipe",
+                path: PathBuf::from(id),
+                errno,
+            })
+        };
+        let (pid_r, pid_w) = pipe()?;
+        let (report_r, report_w) = pipe()?;
+        let seccomp = bundle.spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+
+        // SAFETY: this process has one thread (checked above).
+        match unsafe { fork() }.map_err(|errno| Error::Syscall { op: "fork", path: PathBuf::from(id), errno })? {
+            ForkResult::Child => {
+                drop(pid_r);
+                drop(report_r);
+                let mut pid_out = std::fs::File::from(pid_w);
+                if let Some(fd) = pid_ns
+                    && let Err(errno) = setns(fd, CloneFlags::CLONE_NEWPID)
+                {
+                    let _ = pid_out.write_all(format!("join pid namespace: {errno}").as_bytes());
+                    init::exit(1);
+                }
+                // SAFETY: a fork of a single-threaded process is single-threaded.
+                match unsafe { fork() } {
+                    Ok(ForkResult::Child) => {
+                        drop(pid_out);
+                        exec_child(&record.cgroup, namespaces, process, seccomp.as_ref(), report_w)
+                    }
+                    Ok(ForkResult::Parent { child }) => {
+                        let _ = pid_out.write_all(child.as_raw().to_string().as_bytes());
+                        init::exit(0)
+                    }
+                    Err(errno) => {
+                        let _ = pid_out.write_all(format!("fork: {errno}").as_bytes());
+                        init::exit(1)
+                    }
+                }
+            }
+            ForkResult::Parent { child } => {
+                drop(pid_w);
+                drop(report_w);
+                let mut text = String::new();
+                let _ = std::fs::File::from(pid_r).read_to_string(&mut text);
+                let _ = waitpid(child, None);
+                let pid: i32 = text
+                    .trim()
+                    .parse()
+                    .map_err(|_| Error::InitFailed { id: id.to_owned(), message: format!("exec: {}", text.trim()) })?;
+                let mut report = String::new();
+                let _ = std::fs::File::from(report_r).read_to_string(&mut report);
+                if !report.is_empty() {
+                    // It exits right after reporting: reap it if it is ours (we are its subreaper).
+                    let _ = waitpid(Pid::from_raw(pid), None);
+                    return Err(Error::InitFailed { id: id.to_owned(), message: format!("exec: {report}") });
+                }
+                if let Some(pid_file) = &options.pid_file {
+                    write_pid_file(pid_file, pid)?;
+                }
+                Ok(pid)
+            }
+        }
+    }
+
     /// Resource usage of a container.
     pub fn stats(&self, id: &str) -> Result<crate::cgroups::Stats> {
         Ok(self.record(id)?.cgroup.stats())
@@ -479,6 +586,36 @@ fn processes_of(record: &Record) -> Vec<i32> {
 
 /// The first child: enters the pid namespace (it applies to children), forks
 /// init, reports init's pid, and exits.
+/// The exec'd process: joins the cgroup and namespaces, sets itself up
+/// as `process` asks, and execs; a failure is written to `report` (which
+/// closes empty on a successful exec).
+fn exec_child(
+    cgroup: &Cgroup,
+    namespaces: Vec<(CloneFlags, OwnedFd)>,
+    process: &oci_spec::runtime::Process,
+    seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
+    report: OwnedFd,
+) -> ! {
+    let mut report = std::fs::File::from(report);
+    let outcome = (|| -> Result<init::Prepared> {
+        cgroup.join(0)?;
+        for (flag, fd) in namespaces {
+            setns(fd, flag).map_err(|errno| Error::Syscall {
+                op: "join namespace",
+                path: PathBuf::from(format!("{flag:?}")),
+                errno,
+            })?;
+        }
+        init::prepare_process(process, seccomp)
+    })();
+    let error = match outcome {
+        Ok(prepared) => prepared.exec(process.user().umask().unwrap_or(0o022)),
+        Err(e) => e,
+    };
+    let _ = report.write_all(error.to_string().as_bytes());
+    init::exit(127)
+}
+
 /// Reads init's reports: "hooks" (run the runtime-side create hooks, then
 /// let init go on), then "ok" or "error: ..." at the end.
 fn read_report(report: OwnedFd, go: OwnedFd, bundle: &Bundle, pid: i32) -> Result<String> {

@@ -91,6 +91,32 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Run a new process inside a container.
+    Exec {
+        id: String,
+        /// The command and its arguments (unless --process is given).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+        /// The process as config.json's `process` object, from a file.
+        #[arg(short, long)]
+        process: Option<PathBuf>,
+        #[arg(short, long)]
+        detach: bool,
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
+        #[arg(long)]
+        cwd: Option<PathBuf>,
+        /// KEY=VALUE, repeatable.
+        #[arg(short, long)]
+        env: Vec<String>,
+        /// uid[:gid]
+        #[arg(short, long)]
+        user: Option<String>,
+        #[arg(short, long)]
+        tty: bool,
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
+    },
     /// Freeze every process of a container.
     Pause { id: String },
     /// Thaw a paused container.
@@ -223,17 +249,55 @@ fn run_foreground(rt: &Runtime, id: &str, bundle: &Path, options: &CreateOptions
     })?;
     let state = rt.create(id, bundle, options)?;
     rt.start(id)?;
-    let init = nix::unistd::Pid::from_raw(state.pid);
-    let code = loop {
-        match nix::sys::wait::waitpid(init, None) {
-            Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => break code as u8,
-            Ok(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => break 128 + signal as u8,
-            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-            Err(errno) => return Err(Error::Syscall { op: "wait for init", path: PathBuf::from(id), errno }),
-        }
-    };
+    let code = wait_exit(state.pid, id)?;
     rt.delete(id, true)?;
     Ok(code)
+}
+
+/// Waits for `pid` and turns its end into runc's exit code (128+n for signal n).
+fn wait_exit(pid: i32, id: &str) -> Result<u8> {
+    let pid = nix::unistd::Pid::from_raw(pid);
+    loop {
+        match nix::sys::wait::waitpid(pid, None) {
+            Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => return Ok(code as u8),
+            Ok(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as u8),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(errno) => return Err(Error::Syscall { op: "wait", path: PathBuf::from(id), errno }),
+        }
+    }
+}
+
+/// The process `exec` runs without --process: the container's own process
+/// (user, env, capabilities, limits) with the given command, env, cwd, user.
+fn exec_process(rt: &Runtime, command: &Command, id: &str) -> Result<oci_spec::runtime::Process> {
+    let Command::Exec { command: args, cwd, env, user, .. } = command else {
+        return Err(Error::Spec { field: "exec".into(), message: "not an exec command".into() });
+    };
+    if args.is_empty() {
+        return Err(Error::Spec { field: "exec".into(), message: "give a command, or --process".into() });
+    }
+    let mut process = rt.spec(id)?.process().clone().unwrap_or_default();
+    process.set_args(Some(args.clone()));
+    process.set_terminal(Some(false));
+    if let Some(cwd) = cwd {
+        process.set_cwd(cwd.clone());
+    }
+    let mut vars = process.env().clone().unwrap_or_default();
+    for var in env {
+        let key = var.split('=').next().unwrap_or_default();
+        vars.retain(|v| v.split('=').next() != Some(key));
+        vars.push(var.clone());
+    }
+    process.set_env(Some(vars));
+    if let Some(user) = user {
+        let (uid, gid) = user.split_once(':').unwrap_or((user, "0"));
+        let bad = || Error::Spec { field: "--user".into(), message: format!("{user:?} is not uid[:gid]") };
+        let mut u = process.user().clone();
+        u.set_uid(uid.parse().map_err(|_| bad())?);
+        u.set_gid(gid.parse().map_err(|_| bad())?);
+        process.set_user(u);
+    }
+    Ok(process)
 }
 
 fn execute(cli: &Cli) -> Result<u8> {
@@ -266,6 +330,34 @@ fn execute(cli: &Cli) -> Result<u8> {
                 (ListFormat::Json, false) => print_json(&states)?,
                 (ListFormat::Table, false) => print_table(&states),
             }
+        }
+        Command::Exec { id, process, detach, pid_file, tty, console_socket, .. } => {
+            refuse_console(console_socket)?;
+            if *tty {
+                return Err(Error::Unsupported { field: "--tty".into(), what: "terminals".into() });
+            }
+            let process = match process {
+                Some(path) => {
+                    let value = read_json(path)?;
+                    serde_path_to_error::deserialize(value).map_err(|e| Error::Spec {
+                        field: format!("process.{}", e.path()),
+                        message: e.inner().to_string(),
+                    })?
+                }
+                None => exec_process(&rt, &cli.command, id)?,
+            };
+            let options = CreateOptions { pid_file: pid_file.clone() };
+            // The process is orphaned by its forking stage: be its reaper.
+            nix::sys::prctl::set_child_subreaper(true).map_err(|errno| Error::Syscall {
+                op: "become child subreaper",
+                path: PathBuf::from("/"),
+                errno,
+            })?;
+            let pid = rt.exec(id, &process, &options)?;
+            if *detach {
+                return Ok(0);
+            }
+            return wait_exit(pid, id);
         }
         Command::Pause { id } => rt.pause(id)?,
         Command::Resume { id } => rt.resume(id)?,

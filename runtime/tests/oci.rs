@@ -592,3 +592,74 @@ fn a_failing_or_hanging_create_hook_fails_create_and_leaves_nothing() {
         assert!(!b.cgroup_dir("memory").exists());
     }
 }
+
+#[test]
+fn exec_runs_inside_the_container_with_its_exit_code() {
+    let mut b = Bundle::new().script("sleep 300");
+    b.config["hostname"] = json!("exec-target");
+    let bundle = b.write();
+    assert!(b.cmd(&["run", "--detach", "--bundle", &bundle, "c1"]).status.success());
+    let pid = b.state("c1")["pid"].as_i64().unwrap() as i32;
+
+    let out = b.cmd(&[
+        "exec",
+        "c1",
+        "sh",
+        "-c",
+        "hostname; cat /proc/1/cmdline; echo; grep NoNewPrivs /proc/self/status; cat /proc/self/cgroup | grep memory",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("exec-target"), "the container's uts namespace: {stdout}");
+    assert!(stdout.contains("sleep\0"), "the container's pid namespace, pid 1 is its init: {stdout}");
+    assert!(stdout.contains("NoNewPrivs:\t1"), "the container's process settings: {stdout}");
+    assert!(stdout.contains("memory:/\n"), "the container's cgroup: {stdout}");
+
+    assert_eq!(b.cmd(&["exec", "c1", "sh", "-c", "exit 5"]).status.code(), Some(5));
+    let out = b.cmd(&[
+        "exec",
+        "--user",
+        "1000:1000",
+        "--env",
+        "GREETING=hi",
+        "--cwd",
+        "/dev",
+        "c1",
+        "sh",
+        "-c",
+        "id; echo $GREETING; pwd",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("uid=1000 gid=1000") && stdout.contains("hi\n") && stdout.contains("/dev\n"), "{stdout}");
+
+    let process = b.dir.path().join("process.json");
+    std::fs::write(&process, json!({"args": ["sleep", "300"], "cwd": "/", "user": {"uid": 0, "gid": 0}}).to_string())
+        .unwrap();
+    let exec_pid_file = b.dir.path().join("exec.pid");
+    let detached = b.cmd(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        exec_pid_file.to_str().unwrap(),
+        "--process",
+        process.to_str().unwrap(),
+        "c1",
+    ]);
+    assert!(detached.status.success(), "{}", text(&detached.stderr));
+    // Orphaned to this process (the subreaper): reap it when it is killed, or
+    // the container's init cannot finish dying.
+    let exec_pid: i32 = std::fs::read_to_string(&exec_pid_file).unwrap().parse().unwrap();
+    let reaper = std::thread::spawn(move || reap(exec_pid));
+    let ps: Vec<i32> = serde_json::from_slice(&b.cmd(&["ps", "--format", "json", "c1"]).stdout).unwrap();
+    assert_eq!(ps.len(), 2, "init and the detached exec: {ps:?}");
+
+    let missing = b.cmd(&["exec", "c1", "no-such-program"]);
+    assert!(!missing.status.success() && text(&missing.stderr).contains("no-such-program"));
+
+    let deleted = b.cmd(&["delete", "--force", "c1"]);
+    assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+    reap(pid);
+    reaper.join().unwrap();
+    let stopped = b.cmd(&["exec", "c1", "true"]);
+    assert!(!stopped.status.success() && text(&stopped.stderr).contains("does not exist"));
+}
