@@ -190,6 +190,7 @@ impl Runtime {
         let dir = self.dir(id)?;
         let mut bundle = Bundle::load(bundle_dir)?;
         bundle.id = id.to_owned();
+        crate::lsm::check(&bundle.spec)?;
         std::fs::create_dir_all(&self.root).map_err(|source| Error::Read { path: self.root.clone(), source })?;
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
@@ -462,9 +463,13 @@ impl Runtime {
             return Err(Error::WrongStatus { id: id.to_owned(), status, wanted: "created or running" });
         }
         let bundle = self.bundle_of(&record)?;
+        let mut asked = bundle.spec.clone();
+        asked.set_process(Some(process.clone()));
+        crate::lsm::check(&asked)?;
         // The container's namespaces, from its init: the pid namespace applies to children.
         let mut namespaces = Vec::new();
-        let mut pid_ns = None;
+        // pid and time namespaces apply to children: the forking stage joins them.
+        let mut for_children = Vec::new();
         for ns in bundle.spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default() {
             let name = match ns.typ() {
                 LinuxNamespaceType::Pid => "pid",
@@ -473,13 +478,14 @@ impl Runtime {
                 LinuxNamespaceType::Uts => "uts",
                 LinuxNamespaceType::Cgroup => "cgroup",
                 LinuxNamespaceType::Mount => "mnt",
-                LinuxNamespaceType::User | LinuxNamespaceType::Time => continue,
+                LinuxNamespaceType::Time => "time",
+                LinuxNamespaceType::User => continue,
             };
             let path = PathBuf::from(format!("/proc/{}/ns/{name}", record.pid));
             let fd = nix::fcntl::open(&path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
                 .map_err(|errno| Error::Syscall { op: "open namespace", path: path.clone(), errno })?;
-            if ns.typ() == LinuxNamespaceType::Pid {
-                pid_ns = Some(fd);
+            if matches!(ns.typ(), LinuxNamespaceType::Pid | LinuxNamespaceType::Time) {
+                for_children.push((init::clone_flag(ns.typ()), fd));
             } else {
                 namespaces.push((init::clone_flag(ns.typ()), fd));
             }
@@ -503,11 +509,11 @@ impl Runtime {
                 drop(pid_r);
                 drop(report_r);
                 let mut pid_out = std::fs::File::from(pid_w);
-                if let Some(fd) = pid_ns
-                    && let Err(errno) = setns(fd, CloneFlags::CLONE_NEWPID)
-                {
-                    let _ = pid_out.write_all(format!("join pid namespace: {errno}").as_bytes());
-                    init::exit(1);
+                for (flag, fd) in for_children {
+                    if let Err(errno) = setns(fd, flag) {
+                        let _ = pid_out.write_all(format!("join {flag:?} namespace: {errno}").as_bytes());
+                        init::exit(1);
+                    }
                 }
                 // SAFETY: a fork of a single-threaded process is single-threaded.
                 match unsafe { fork() } {
@@ -616,6 +622,30 @@ fn exec_child(
     init::exit(127)
 }
 
+/// Joins or creates the time namespace (it applies to children, like pid),
+/// writing `linux.timeOffsets` into a new one before any child exists.
+fn enter_time_namespace(bundle: &Bundle) -> std::result::Result<(), String> {
+    let linux = bundle.spec.linux().clone().unwrap_or_default();
+    let Some(ns) = linux.namespaces().iter().flatten().find(|n| n.typ() == LinuxNamespaceType::Time) else {
+        return Ok(());
+    };
+    let flag = init::clone_flag(LinuxNamespaceType::Time);
+    if let Some(path) = ns.path() {
+        return nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+            .and_then(|fd| setns(fd, flag))
+            .map_err(|errno| format!("join time namespace {}: {errno}", path.display()));
+    }
+    unshare(flag).map_err(|errno| format!("unshare time namespace: {errno}"))?;
+    let mut offsets = String::new();
+    for (clock, offset) in linux.time_offsets().iter().flatten() {
+        offsets.push_str(&format!("{clock} {} {}\n", offset.secs().unwrap_or(0), offset.nanosecs().unwrap_or(0)));
+    }
+    if !offsets.is_empty() {
+        std::fs::write("/proc/self/timens_offsets", offsets).map_err(|e| format!("linux.timeOffsets: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Reads init's reports: "hooks" (run the runtime-side create hooks, then
 /// let init go on), then "ok" or "error: ..." at the end.
 fn read_report(report: OwnedFd, go: OwnedFd, bundle: &Bundle, pid: i32) -> Result<String> {
@@ -661,7 +691,7 @@ fn stage1(
                 .map_err(|errno| format!("join pid namespace {}: {errno}", path.display())),
         },
     };
-    if let Err(message) = entered {
+    if let Err(message) = entered.and_then(|()| enter_time_namespace(bundle)) {
         let _ = pid_out.write_all(message.as_bytes());
         init::exit(1);
     }

@@ -243,6 +243,7 @@ pub(crate) fn prepare_process(process: &Process, seccomp: Option<&LinuxSeccomp>)
     {
         crate::seccomp::load(&filter)?;
     }
+    crate::lsm::apply(process)?;
     set_user_and_capabilities(process)?;
     nix::unistd::chdir(process.cwd()).map_err(sys("chdir", process.cwd()))?;
     let program = CString::new(program.as_os_str().as_encoded_bytes())

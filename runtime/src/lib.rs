@@ -14,6 +14,7 @@ mod error;
 mod hooks;
 pub mod host;
 mod init;
+mod lsm;
 pub mod mountinfo;
 pub mod oci_cli;
 pub mod resolve;

@@ -663,3 +663,35 @@ fn exec_runs_inside_the_container_with_its_exit_code() {
     let stopped = b.cmd(&["exec", "c1", "true"]);
     assert!(!stopped.status.success() && text(&stopped.stderr).contains("does not exist"));
 }
+
+#[test]
+fn a_time_namespace_shifts_the_monotonic_clock_for_init_and_exec() {
+    let mut b = Bundle::new().script("cat /proc/uptime; sleep 300");
+    b.config["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "time"}));
+    b.config["linux"]["timeOffsets"] = json!({"boottime": {"secs": 86400 * 365, "nanosecs": 0}});
+    let bundle = b.write();
+    assert!(b.cmd(&["run", "--detach", "--bundle", &bundle, "c1"]).status.success());
+    let pid = b.state("c1")["pid"].as_i64().unwrap() as i32;
+    let out = b.cmd(&["exec", "c1", "cat", "/proc/uptime"]);
+    let uptime: f64 = text(&out.stdout).split_whitespace().next().unwrap().parse().unwrap();
+    assert!(uptime > 86400.0 * 365.0, "boottime is a year ahead inside: {uptime}");
+    let host: f64 =
+        std::fs::read_to_string("/proc/uptime").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(host < 86400.0 * 365.0);
+    assert!(b.cmd(&["delete", "--force", "c1"]).status.success());
+    reap(pid);
+}
+
+#[test]
+fn an_lsm_profile_on_a_host_without_the_lsm_is_refused() {
+    if std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").is_ok_and(|v| v.trim() == "Y") {
+        return; // this host has AppArmor: the refusal cannot be seen here
+    }
+    let mut b = Bundle::new().script("true");
+    b.config["process"]["apparmorProfile"] = json!("docker-default");
+    let bundle = b.write();
+    let out = b.cmd(&["create", "--bundle", &bundle, "c1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("process.apparmorProfile: AppArmor is not enabled"), "{}", text(&out.stderr));
+    assert!(!b.dir.path().join("state/c1").exists());
+}
