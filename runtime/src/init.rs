@@ -161,6 +161,58 @@ fn set_user_and_capabilities(process: &Process) -> Result<()> {
     Ok(())
 }
 
+/// `process.scheduler` (sched_setattr) and `process.ioPriority` (ioprio_set).
+fn set_scheduling(process: &Process) -> Result<()> {
+    use oci_spec::runtime::{IOPriorityClass, LinuxSchedulerFlag, LinuxSchedulerPolicy};
+    if let Some(s) = process.scheduler() {
+        let policy = match s.policy() {
+            LinuxSchedulerPolicy::SchedOther => 0,
+            LinuxSchedulerPolicy::SchedFifo => 1,
+            LinuxSchedulerPolicy::SchedRr => 2,
+            LinuxSchedulerPolicy::SchedBatch => 3,
+            LinuxSchedulerPolicy::SchedIso => 4,
+            LinuxSchedulerPolicy::SchedIdle => 5,
+            LinuxSchedulerPolicy::SchedDeadline => 6,
+        };
+        let mut flags = 0u64;
+        for flag in s.flags().iter().flatten() {
+            flags |= match flag {
+                LinuxSchedulerFlag::SchedResetOnFork => 0x01,
+                LinuxSchedulerFlag::SchedFlagReclaim => 0x02,
+                LinuxSchedulerFlag::SchedFlagDLOverrun => 0x04,
+                LinuxSchedulerFlag::SchedFlagKeepPolicy => 0x08,
+                LinuxSchedulerFlag::SchedFlagKeepParams => 0x10,
+                LinuxSchedulerFlag::SchedFlagUtilClampMin => 0x20,
+                LinuxSchedulerFlag::SchedFlagUtilClampMax => 0x40,
+            };
+        }
+        let attr = nix::libc::sched_attr {
+            size: std::mem::size_of::<nix::libc::sched_attr>() as u32,
+            sched_policy: policy,
+            sched_flags: flags,
+            sched_nice: s.nice().unwrap_or(0),
+            sched_priority: s.priority().unwrap_or(0).max(0) as u32,
+            sched_runtime: s.runtime().unwrap_or(0),
+            sched_deadline: s.deadline().unwrap_or(0),
+            sched_period: s.period().unwrap_or(0),
+        };
+        crate::sys::sched_setattr(&attr).map_err(sys("sched_setattr", "process.scheduler"))?;
+    }
+    if let Some(io) = process.io_priority() {
+        let class = match io.class() {
+            IOPriorityClass::IoprioClassRt => 1,
+            IOPriorityClass::IoprioClassBe => 2,
+            IOPriorityClass::IoprioClassIdle => 3,
+        };
+        let level = u32::try_from(io.priority()).ok().filter(|p| *p <= 7).ok_or_else(|| Error::Spec {
+            field: "process.ioPriority.priority".into(),
+            message: format!("{} is outside 0..=7", io.priority()),
+        })?;
+        crate::sys::ioprio_set(class, level).map_err(sys("ioprio_set", "process.ioPriority"))?;
+    }
+    Ok(())
+}
+
 /// Finds the program to exec, as execvp would, but before we commit to it.
 fn find_program(arg0: &str, env: &[String]) -> Result<PathBuf> {
     if arg0.contains('/') {
@@ -243,6 +295,7 @@ pub(crate) fn prepare_process(process: &Process, seccomp: Option<&LinuxSeccomp>)
     {
         crate::seccomp::load(&filter)?;
     }
+    set_scheduling(process)?;
     crate::lsm::apply(process)?;
     set_user_and_capabilities(process)?;
     nix::unistd::chdir(process.cwd()).map_err(sys("chdir", process.cwd()))?;
@@ -280,11 +333,15 @@ fn setup(bundle: &Bundle, fifo: &Path, cgroup: &Cgroup, sync: &mut dyn FnMut() -
         nix::unistd::sethostname(hostname).map_err(sys("sethostname", "hostname"))?;
     }
     if let Some(domain) = spec.domainname().as_ref().filter(|d| !d.is_empty()) {
-        let name = CString::new(domain.as_bytes())
-            .map_err(|_| Error::Spec { field: "domainname".into(), message: "contains a NUL byte".into() })?;
-        // SAFETY: setdomainname reads `len` bytes from a valid C string we own.
-        let rc = unsafe { nix::libc::setdomainname(name.as_ptr(), domain.len()) };
-        Errno::result(rc).map_err(sys("setdomainname", "domainname"))?;
+        crate::sys::setdomainname(domain).map_err(sys("setdomainname", "domainname"))?;
+    }
+    if let Some(personality) = spec.linux().as_ref().and_then(|l| l.personality().as_ref()) {
+        use nix::sys::personality::Persona;
+        let domain = match personality.domain() {
+            oci_spec::runtime::LinuxPersonalityDomain::PerLinux => Persona::empty(),
+            oci_spec::runtime::LinuxPersonalityDomain::PerLinux32 => Persona::from_bits_retain(0x0008),
+        };
+        nix::sys::personality::set(domain).map_err(sys("personality", "linux.personality"))?;
     }
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
     Ok(Ready { fifo: fifo_fd, process: prepare_process(&process, seccomp)? })

@@ -22,5 +22,6 @@ mod rootfs;
 mod seccomp;
 pub mod single_thread;
 pub mod spec;
+mod sys;
 
 pub use error::{Error, Result};

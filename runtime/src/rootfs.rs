@@ -30,12 +30,52 @@ pub(crate) struct Options {
     pub clear: MsFlags,
     pub propagation: MsFlags,
     pub data: Vec<String>,
+    /// Recursive attributes (`rro`, `rnosuid`, ...) for mount_setattr.
+    pub recursive_set: u64,
+    pub recursive_clear: u64,
+}
+
+/// The recursive mount options of runtime-spec 1.1: (attributes to set, to clear).
+fn recursive_option(option: &str) -> Option<(u64, u64)> {
+    use crate::sys::*;
+    Some(match option {
+        "rro" => (MOUNT_ATTR_RDONLY, 0),
+        "rrw" => (0, MOUNT_ATTR_RDONLY),
+        "rnosuid" => (MOUNT_ATTR_NOSUID, 0),
+        "rsuid" => (0, MOUNT_ATTR_NOSUID),
+        "rnodev" => (MOUNT_ATTR_NODEV, 0),
+        "rdev" => (0, MOUNT_ATTR_NODEV),
+        "rnoexec" => (MOUNT_ATTR_NOEXEC, 0),
+        "rexec" => (0, MOUNT_ATTR_NOEXEC),
+        "rnodiratime" => (MOUNT_ATTR_NODIRATIME, 0),
+        "rdiratime" => (0, MOUNT_ATTR_NODIRATIME),
+        "rrelatime" => (MOUNT_ATTR_RELATIME, MOUNT_ATTR__ATIME),
+        "rnorelatime" => (0, MOUNT_ATTR__ATIME),
+        "rnoatime" => (MOUNT_ATTR_NOATIME, MOUNT_ATTR__ATIME),
+        "ratime" => (0, MOUNT_ATTR__ATIME),
+        "rstrictatime" => (MOUNT_ATTR_STRICTATIME, MOUNT_ATTR__ATIME),
+        "rnostrictatime" => (0, MOUNT_ATTR__ATIME),
+        "rnosymfollow" => (MOUNT_ATTR_NOSYMFOLLOW, 0),
+        "rsymfollow" => (0, MOUNT_ATTR_NOSYMFOLLOW),
+        _ => return None,
+    })
 }
 
 pub(crate) fn parse_options(options: &[String]) -> Options {
-    let mut o =
-        Options { flags: MsFlags::empty(), clear: MsFlags::empty(), propagation: MsFlags::empty(), data: Vec::new() };
+    let mut o = Options {
+        flags: MsFlags::empty(),
+        clear: MsFlags::empty(),
+        propagation: MsFlags::empty(),
+        data: Vec::new(),
+        recursive_set: 0,
+        recursive_clear: 0,
+    };
     for opt in options {
+        if let Some((set, clear)) = recursive_option(opt) {
+            o.recursive_set = (o.recursive_set & !clear) | set;
+            o.recursive_clear |= clear;
+            continue;
+        }
         let (set, clear, propagation) = match opt.as_str() {
             "ro" => (MsFlags::MS_RDONLY, MsFlags::empty(), MsFlags::empty()),
             "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY, MsFlags::empty()),
@@ -241,6 +281,15 @@ fn mount_one(bundle: &Bundle, root: &OwnedFd, m: &Mount) -> Result<()> {
         mount(None::<&str>, &fd_path(&mounted), None::<&str>, opts.propagation, None::<&str>)
             .map_err(sys("set mount propagation", dest))?;
     }
+    if opts.recursive_set != 0 || opts.recursive_clear != 0 {
+        let mounted = resolve::open(root, dest, OFlag::O_PATH)?;
+        crate::sys::mount_setattr_recursive(
+            std::os::fd::AsFd::as_fd(&mounted),
+            opts.recursive_set,
+            opts.recursive_clear,
+        )
+        .map_err(sys("set recursive mount attributes (mount_setattr)", dest))?;
+    }
     Ok(())
 }
 
@@ -402,6 +451,11 @@ mod tests {
         assert_eq!(o.data, vec!["size=65536k".to_string(), "mode=755".to_string()]);
         let o = parse_options(&["ro", "rw"].map(String::from));
         assert!(!o.flags.contains(MsFlags::MS_RDONLY));
+        let o = parse_options(&["rbind", "rro", "rnosuid", "rnoatime"].map(String::from));
+        use crate::sys::{MOUNT_ATTR__ATIME, MOUNT_ATTR_NOATIME, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
+        assert_eq!(o.recursive_set, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOATIME);
+        assert_eq!(o.recursive_clear, MOUNT_ATTR__ATIME);
+        assert!(o.data.is_empty());
     }
 
     #[test]

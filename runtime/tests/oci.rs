@@ -695,3 +695,31 @@ fn an_lsm_profile_on_a_host_without_the_lsm_is_refused() {
     assert!(text(&out.stderr).contains("process.apparmorProfile: AppArmor is not enabled"), "{}", text(&out.stderr));
     assert!(!b.dir.path().join("state/c1").exists());
 }
+
+#[test]
+fn recursive_read_only_binds_scheduler_io_priority_and_personality_apply() {
+    // A host tree with a submount: rro must make both read-only.
+    let mut b = Bundle::new().script(
+        "touch /data/f 2>&1; touch /data/sub/f 2>&1; grep -E '^(Cpus_allowed_list)' /proc/self/status; cat /proc/self/stat | cut -d' ' -f19; uname -m",
+    );
+    let data = b.dir.path().join("data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    nix::mount::mount(Some("tmpfs"), &data.join("sub"), Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>)
+        .unwrap();
+    b.config["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/data", "type": "bind", "source": data, "options": ["rbind", "rro"]}));
+    b.config["process"]["scheduler"] = json!({"policy": "SCHED_BATCH", "nice": 7});
+    b.config["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_IDLE", "priority": 0});
+    b.config["linux"]["personality"] = json!({"domain": "LINUX32"});
+    for applet in ["cut", "uname"] {
+        std::os::unix::fs::symlink("busybox", b.rootfs().join("bin").join(applet)).unwrap();
+    }
+    let (code, out, err) = b.run("c1");
+    nix::mount::umount2(&data.join("sub"), nix::mount::MntFlags::MNT_DETACH).unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("Read-only file system").count(), 2, "both the bind and its submount are read-only: {out}");
+    assert!(out.lines().any(|l| l.trim() == "7"), "nice 7: {out}");
+    assert!(out.contains("i686") || out.contains("i386") || out.contains("armv"), "a 32-bit personality: {out}");
+}

@@ -1,0 +1,70 @@
+//! Thin wrappers over the syscalls that nix does not cover. Each is the one
+//! place its `unsafe` lives.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use nix::errno::Errno;
+use nix::libc;
+
+/// sethostname's sibling for the NIS domain name.
+pub(crate) fn setdomainname(name: &str) -> Result<(), Errno> {
+    let c = CString::new(name).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: the kernel reads `len` bytes from a valid C string we own.
+    Errno::result(unsafe { libc::setdomainname(c.as_ptr(), name.len()) }).map(drop)
+}
+
+/// sched_setattr(2) on the calling thread.
+pub(crate) fn sched_setattr(attr: &libc::sched_attr) -> Result<(), Errno> {
+    // SAFETY: `attr` is a valid sched_attr whose `size` field says how much the kernel may read.
+    Errno::result(unsafe { libc::syscall(libc::SYS_sched_setattr, 0, attr as *const libc::sched_attr, 0) }).map(drop)
+}
+
+/// ioprio_set(2) on the calling process.
+pub(crate) fn ioprio_set(class: u32, level: u32) -> Result<(), Errno> {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_SHIFT: u32 = 13;
+    let prio = (class << IOPRIO_CLASS_SHIFT) | level;
+    // SAFETY: ioprio_set takes integers only.
+    Errno::result(unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, prio as libc::c_long) }).map(drop)
+}
+
+/// struct mount_attr of mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
+pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
+pub(crate) const MOUNT_ATTR_NOEXEC: u64 = 0x0000_0008;
+pub(crate) const MOUNT_ATTR__ATIME: u64 = 0x0000_0070;
+pub(crate) const MOUNT_ATTR_RELATIME: u64 = 0x0000_0000;
+pub(crate) const MOUNT_ATTR_NOATIME: u64 = 0x0000_0010;
+pub(crate) const MOUNT_ATTR_STRICTATIME: u64 = 0x0000_0020;
+pub(crate) const MOUNT_ATTR_NODIRATIME: u64 = 0x0000_0080;
+pub(crate) const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
+
+/// Sets and clears mount attributes on the mount at `fd` and every mount
+/// below it (mount_setattr with AT_RECURSIVE; Linux 5.12+).
+pub(crate) fn mount_setattr_recursive(fd: BorrowedFd<'_>, set: u64, clear: u64) -> Result<(), Errno> {
+    let attr = MountAttr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 };
+    let empty = c"";
+    // SAFETY: `fd` is an open descriptor, `empty` a valid C string, and `attr`
+    // a valid mount_attr whose size is passed along.
+    Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+    .map(drop)
+}
