@@ -146,17 +146,23 @@ fn serve(cli: &Cli) -> Result<()> {
     outcome
 }
 
+/// Writes to stdout; a reader that went away is not an error.
+fn emit(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
 /// Entry point of the `bulkhead` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match &cli.command {
         None => serve(&cli),
         Some(Command::Config { action: ConfigAction::Default }) => {
-            print!("{}", Config::default().render_commented());
+            emit(&Config::default().render_commented());
             Ok(())
         }
         Some(Command::Config { action: ConfigAction::Check { file } }) => {
-            Config::load(file, true).map(|_| println!("{}: valid", file.display()))
+            Config::load(file, true).map(|_| emit(&format!("{}: valid\n", file.display())))
         }
     };
     match outcome {

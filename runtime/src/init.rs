@@ -255,6 +255,7 @@ impl Prepared {
     /// Loads a pending seccomp filter and execs; returns only on failure.
     pub(crate) fn exec(self, umask: u32) -> Error {
         nix::sys::stat::umask(Mode::from_bits_truncate(umask));
+        crate::sys::reset_signals();
         if let Some(filter) = &self.seccomp
             && let Err(e) = crate::seccomp::load(filter)
         {

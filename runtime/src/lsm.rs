@@ -10,11 +10,11 @@ use oci_spec::runtime::Spec;
 
 use crate::{Error, Result};
 
-fn apparmor_enabled() -> bool {
+pub(crate) fn apparmor_enabled() -> bool {
     std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").is_ok_and(|v| v.trim() == "Y")
 }
 
-fn selinux_enabled() -> bool {
+pub(crate) fn selinux_enabled() -> bool {
     Path::new("/sys/fs/selinux/enforce").exists()
 }
 

@@ -158,6 +158,8 @@ enum Command {
         #[arg(long)]
         stats: bool,
     },
+    /// Print what this runtime implements (runtime-spec features.md).
+    Features,
     /// Write a default config.json into the bundle directory.
     Spec {
         #[arg(short, long, default_value = ".")]
@@ -225,10 +227,71 @@ pub fn default_spec() -> serde_json::Value {
     })
 }
 
+/// The features document: what this build and this host support, truthfully.
+pub fn features() -> serde_json::Value {
+    let layout = crate::cgroups::Layout::detect().ok();
+    let caps: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
+    let libseccomp =
+        libseccomp::ScmpVersion::current().map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro)).unwrap_or_default();
+    serde_json::json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": "1.2.0",
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
+        "mountOptions": [
+            "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec", "lazytime", "loud", "mand",
+            "noatime", "nodev", "nodiratime", "noexec", "nolazytime", "nomand", "norelatime", "nostrictatime", "nosuid",
+            "private", "rbind", "relatime", "remount", "ro", "rprivate", "rshared", "rslave", "runbindable", "rw",
+            "shared", "silent", "slave", "strictatime", "suid", "sync", "unbindable",
+            "ratime", "rdev", "rdiratime", "rexec", "rnoatime", "rnodev", "rnodiratime", "rnoexec", "rnorelatime",
+            "rnostrictatime", "rnosuid", "rnosymfollow", "rrelatime", "rro", "rrw", "rstrictatime", "rsuid", "rsymfollow"
+        ],
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "uts"],
+            "capabilities": caps,
+            "cgroup": {
+                "v1": layout.as_ref().is_some_and(|l| !matches!(l, crate::cgroups::Layout::Unified { .. })),
+                "v2": true,
+                "systemd": false,
+                "systemdUser": false,
+                "rdma": false
+            },
+            "seccomp": {
+                "enabled": true,
+                "actions": [
+                    "SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
+                    "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"
+                ],
+                "operators": [
+                    "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT", "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"
+                ],
+                "archs": [
+                    "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM", "SCMP_ARCH_PPC64LE", "SCMP_ARCH_RISCV64", "SCMP_ARCH_S390X",
+                    "SCMP_ARCH_X32", "SCMP_ARCH_X86", "SCMP_ARCH_X86_64"
+                ],
+                "knownFlags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"],
+                "supportedFlags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_TSYNC"]
+            },
+            "apparmor": {"enabled": crate::lsm::apparmor_enabled()},
+            "selinux": {"enabled": crate::lsm::selinux_enabled()},
+            "intelRdt": {"enabled": false},
+            "mountExtensions": {"idmap": {"enabled": false}}
+        },
+        "annotations": {
+            "io.github.seccomp.libseccomp.version": libseccomp,
+            "org.opencontainers.runtime-spec.version": "1.2.0"
+        }
+    })
+}
+
+/// Writes a line to stdout; a reader that went away is not an error.
+fn emit(line: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::Spec { field: "(output)".into(), message: e.to_string() })?;
-    println!("{text}");
+    emit(&text);
     Ok(())
 }
 
@@ -326,7 +389,7 @@ fn execute(cli: &Cli) -> Result<u8> {
         Command::List { format, quiet } => {
             let states = rt.list()?;
             match (format, quiet) {
-                (_, true) => states.iter().for_each(|s| println!("{}", s.id)),
+                (_, true) => states.iter().for_each(|s| emit(&s.id)),
                 (ListFormat::Json, false) => print_json(&states)?,
                 (ListFormat::Table, false) => print_table(&states),
             }
@@ -359,6 +422,7 @@ fn execute(cli: &Cli) -> Result<u8> {
             }
             return wait_exit(pid, id);
         }
+        Command::Features => print_json(&features())?,
         Command::Pause { id } => rt.pause(id)?,
         Command::Resume { id } => rt.resume(id)?,
         Command::Ps { id, format } => {
@@ -366,11 +430,11 @@ fn execute(cli: &Cli) -> Result<u8> {
             match format {
                 ListFormat::Json => print_json(&pids)?,
                 ListFormat::Table => {
-                    println!("PID CMD");
+                    emit("PID CMD");
                     for pid in pids {
                         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
                         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-                        println!("{pid} {}", cmd.trim_end());
+                        emit(&format!("{pid} {}", cmd.trim_end()));
                     }
                 }
             }
@@ -466,11 +530,19 @@ fn apply_update_flags(command: &Command, value: &mut serde_json::Value) {
 }
 
 fn print_table(states: &[State]) {
-    println!("{:<12} {:<10} {:<10} {:<40} {:<32} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
+    emit(&format!("{:<12} {:<10} {:<10} {:<40} {:<32} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED"));
     for s in states {
         let status =
             serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-        println!("{:<12} {:<10} {:<10} {:<40} {:<32} {}", s.id, s.pid, status, s.bundle.display(), s.created, s.owner);
+        emit(&format!(
+            "{:<12} {:<10} {:<10} {:<40} {:<32} {}",
+            s.id,
+            s.pid,
+            status,
+            s.bundle.display(),
+            s.created,
+            s.owner
+        ));
     }
 }
 
@@ -510,6 +582,15 @@ mod tests {
         assert_eq!(parse_signal("KILL").unwrap(), Signal::SIGKILL);
         assert_eq!(parse_signal("sigterm").unwrap(), Signal::SIGTERM);
         assert!(parse_signal("SIGNOPE").unwrap_err().to_string().contains("SIGNOPE"));
+    }
+
+    #[test]
+    fn features_name_what_is_built() {
+        let f = features();
+        assert_eq!(f["ociVersionMax"], "1.2.0");
+        assert!(f["linux"]["capabilities"].as_array().unwrap().iter().any(|c| c == "CAP_SYS_ADMIN"));
+        assert_eq!(f["linux"]["seccomp"]["enabled"], true);
+        assert!(f["hooks"].as_array().unwrap().len() == 6);
     }
 
     #[test]

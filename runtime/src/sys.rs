@@ -68,3 +68,38 @@ pub(crate) fn mount_setattr_recursive(fd: BorrowedFd<'_>, set: u64, clear: u64) 
     })
     .map(drop)
 }
+
+/// The kernel's struct sigaction for rt_sigaction(2) (not libc's).
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: u64,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Gives an exec'd program default signal dispositions and no blocked
+/// signals: an ignored signal stays ignored across exec, and the Rust
+/// runtime (SIGPIPE) or whoever started us may have ignored some. The raw
+/// syscall also reaches the signals glibc reserves for itself (32, 33).
+pub(crate) fn reset_signals() {
+    use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+    let default = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
+    for signo in 1..=libc::SIGRTMAX() {
+        if signo == libc::SIGKILL || signo == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installs SIG_DFL (no handler code runs) from a valid struct;
+        // the kernel reads 8 bytes of mask, as passed.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signo,
+                &default as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}

@@ -151,6 +151,17 @@ fn the_process_is_pid_1_with_the_spec_hostname_and_mounts() {
 }
 
 #[test]
+fn the_program_starts_with_no_signal_ignored_or_blocked() {
+    let mut b = Bundle::new();
+    // grep itself is the container's process here, not a shell's child.
+    b.config["process"]["args"] = json!(["grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"]);
+    let (code, out, err) = b.run("c1");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("SigIgn:\t0000000000000000"), "SIGPIPE and the rest at their defaults: {out}");
+    assert!(out.contains("SigBlk:\t0000000000000000"), "{out}");
+}
+
+#[test]
 fn capabilities_of_root_follow_the_spec() {
     let mut b = Bundle::new().script("grep -E '^(CapEff|CapBnd|CapPrm|CapInh)' /proc/self/status");
     b.config["process"]["capabilities"] = json!({
