@@ -85,6 +85,28 @@ pub struct State {
 pub struct CreateOptions {
     /// Write init's pid here (runc's `--pid-file`).
     pub pid_file: Option<PathBuf>,
+    /// Where to send the pty master when `process.terminal` is set.
+    pub console_socket: Option<PathBuf>,
+}
+
+/// The console socket, connected, when the process wants a terminal; a
+/// mismatch between `terminal` and the socket is refused as runc does.
+fn console_for(
+    process: Option<&oci_spec::runtime::Process>,
+    options: &CreateOptions,
+) -> Result<Option<std::os::unix::net::UnixStream>> {
+    let terminal = process.and_then(|p| p.terminal()).unwrap_or(false);
+    match (terminal, &options.console_socket) {
+        (true, Some(path)) => crate::console::connect(path).map(Some),
+        (false, None) => Ok(None),
+        (true, None) => {
+            Err(Error::Spec { field: "process.terminal".into(), message: "a terminal needs --console-socket".into() })
+        }
+        (false, Some(_)) => Err(Error::Spec {
+            field: "process.terminal".into(),
+            message: "--console-socket was given but the process wants no terminal".into(),
+        }),
+    }
 }
 
 /// Container ids are file names under the state root: runc's alphabet.
@@ -231,6 +253,7 @@ impl Runtime {
         let config = dir.join(CONFIG);
         std::fs::copy(bundle.dir.join("config.json"), &config)
             .map_err(|source| Error::Read { path: config, source })?;
+        let console = console_for(bundle.spec.process().as_ref(), options)?;
         let fifo = dir.join(FIFO);
         nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).map_err(|errno| Error::Syscall {
             op: "mkfifo",
@@ -257,7 +280,8 @@ impl Runtime {
                 drop(pid_r);
                 drop(report_r);
                 drop(go_w);
-                stage1(bundle, &fifo, cgroup, pid_ns.as_ref(), pid_w, report_w, go_r)
+                let channels = init::Channels { report: report_w, go: go_r, console };
+                stage1(bundle, &fifo, cgroup, pid_ns.as_ref(), pid_w, channels)
             }
             ForkResult::Parent { child } => {
                 drop(pid_w);
@@ -502,6 +526,7 @@ impl Runtime {
         let (pid_r, pid_w) = pipe()?;
         let (report_r, report_w) = pipe()?;
         let seccomp = bundle.spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+        let console = console_for(Some(process), options)?;
 
         // SAFETY: this process has one thread (checked above).
         match unsafe { fork() }.map_err(|errno| Error::Syscall { op: "fork", path: PathBuf::from(id), errno })? {
@@ -519,7 +544,7 @@ impl Runtime {
                 match unsafe { fork() } {
                     Ok(ForkResult::Child) => {
                         drop(pid_out);
-                        exec_child(&record.cgroup, namespaces, process, seccomp.as_ref(), report_w)
+                        exec_child(&record.cgroup, namespaces, process, seccomp.as_ref(), report_w, console)
                     }
                     Ok(ForkResult::Parent { child }) => {
                         let _ = pid_out.write_all(child.as_raw().to_string().as_bytes());
@@ -601,6 +626,7 @@ fn exec_child(
     process: &oci_spec::runtime::Process,
     seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
     report: OwnedFd,
+    console: Option<std::os::unix::net::UnixStream>,
 ) -> ! {
     let mut report = std::fs::File::from(report);
     let outcome = (|| -> Result<init::Prepared> {
@@ -611,6 +637,9 @@ fn exec_child(
                 path: PathBuf::from(format!("{flag:?}")),
                 errno,
             })?;
+        }
+        if let Some(socket) = console {
+            crate::console::attach(socket, process)?;
         }
         init::prepare_process(process, seccomp)
     })();
@@ -672,8 +701,7 @@ fn stage1(
     cgroup: &Cgroup,
     pid_ns: Option<&oci_spec::runtime::LinuxNamespace>,
     pid_w: OwnedFd,
-    report_w: OwnedFd,
-    go_r: OwnedFd,
+    channels: init::Channels,
 ) -> ! {
     let mut pid_out = std::fs::File::from(pid_w);
     // Join the cgroup before forking init, so init starts (and unshares its
@@ -699,7 +727,7 @@ fn stage1(
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(pid_out);
-            init::run(bundle, fifo, cgroup, report_w, go_r)
+            init::run(bundle, fifo, cgroup, channels)
         }
         Ok(ForkResult::Parent { child }) => {
             let _ = pid_out.write_all(child.as_raw().to_string().as_bytes());

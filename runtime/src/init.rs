@@ -314,7 +314,13 @@ struct Ready {
 /// Everything up to the point where init waits for `start`. `sync` is
 /// called once the namespaces and cgroup are in place, before the root
 /// filesystem is built (the createRuntime/createContainer hook point).
-fn setup(bundle: &Bundle, fifo: &Path, cgroup: &Cgroup, sync: &mut dyn FnMut() -> Result<()>) -> Result<Ready> {
+fn setup(
+    bundle: &Bundle,
+    fifo: &Path,
+    cgroup: &Cgroup,
+    sync: &mut dyn FnMut() -> Result<()>,
+    console: Option<std::os::unix::net::UnixStream>,
+) -> Result<Ready> {
     let spec = &bundle.spec;
     let process = spec.process().clone().unwrap_or_default();
     nix::sys::stat::umask(Mode::empty());
@@ -344,15 +350,29 @@ fn setup(bundle: &Bundle, fifo: &Path, cgroup: &Cgroup, sync: &mut dyn FnMut() -
         };
         nix::sys::personality::set(domain).map_err(sys("personality", "linux.personality"))?;
     }
+    if let Some(socket) = console {
+        crate::console::attach(socket, &process)?;
+    }
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
     Ok(Ready { fifo: fifo_fd, process: prepare_process(&process, seccomp)? })
+}
+
+/// What links init to the `create` caller.
+pub(crate) struct Channels {
+    /// Init writes "hooks", then "ok" or "error: ..." here.
+    pub report: OwnedFd,
+    /// The caller writes a byte here once the createRuntime hooks ran.
+    pub go: OwnedFd,
+    /// The console socket, connected, when the process wants a terminal.
+    pub console: Option<std::os::unix::net::UnixStream>,
 }
 
 /// Runs init: sets the container up, reports to the `create` caller
 /// through `report` ("hooks" when it should run the createRuntime hooks,
 /// then "ok" or "error: ..."), waits for `start`, runs the startContainer
 /// hooks, and execs the user's program.
-pub(crate) fn run(bundle: &Bundle, fifo: &Path, cgroup: &Cgroup, report: OwnedFd, go: OwnedFd) -> ! {
+pub(crate) fn run(bundle: &Bundle, fifo: &Path, cgroup: &Cgroup, channels: Channels) -> ! {
+    let Channels { report, go, console } = channels;
     let mut report = std::fs::File::from(report);
     let mut go = std::fs::File::from(go);
     let hooks = bundle.spec.hooks().clone().unwrap_or_default();
@@ -367,7 +387,7 @@ pub(crate) fn run(bundle: &Bundle, fifo: &Path, cgroup: &Cgroup, report: OwnedFd
         let state = crate::hooks::HookState::new(bundle, pid, "creating");
         crate::hooks::run_all(hooks.create_container(), "hooks.createContainer", &state)
     };
-    let ready = setup(bundle, fifo, cgroup, &mut sync);
+    let ready = setup(bundle, fifo, cgroup, &mut sync, console);
     drop(go);
     let Ready { fifo: fifo_fd, process } = match ready {
         Ok(ready) => ready,

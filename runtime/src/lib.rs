@@ -9,6 +9,7 @@
 //! single-threaded process).
 
 pub mod cgroups;
+mod console;
 pub mod container;
 mod error;
 mod hooks;

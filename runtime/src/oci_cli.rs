@@ -295,13 +295,6 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
-fn refuse_console(console_socket: &Option<PathBuf>) -> Result<()> {
-    match console_socket {
-        Some(_) => Err(Error::Unsupported { field: "--console-socket".into(), what: "terminals".into() }),
-        None => Ok(()),
-    }
-}
-
 /// `run` in the foreground: become the subreaper so init is ours to reap,
 /// then exit with its status as runc does (128+n for a signal).
 fn run_foreground(rt: &Runtime, id: &str, bundle: &Path, options: &CreateOptions) -> Result<u8> {
@@ -333,7 +326,7 @@ fn wait_exit(pid: i32, id: &str) -> Result<u8> {
 /// The process `exec` runs without --process: the container's own process
 /// (user, env, capabilities, limits) with the given command, env, cwd, user.
 fn exec_process(rt: &Runtime, command: &Command, id: &str) -> Result<oci_spec::runtime::Process> {
-    let Command::Exec { command: args, cwd, env, user, .. } = command else {
+    let Command::Exec { command: args, cwd, env, user, tty, .. } = command else {
         return Err(Error::Spec { field: "exec".into(), message: "not an exec command".into() });
     };
     if args.is_empty() {
@@ -341,7 +334,7 @@ fn exec_process(rt: &Runtime, command: &Command, id: &str) -> Result<oci_spec::r
     }
     let mut process = rt.spec(id)?.process().clone().unwrap_or_default();
     process.set_args(Some(args.clone()));
-    process.set_terminal(Some(false));
+    process.set_terminal(Some(*tty));
     if let Some(cwd) = cwd {
         process.set_cwd(cwd.clone());
     }
@@ -370,14 +363,22 @@ fn execute(cli: &Cli) -> Result<u8> {
     let rt = Runtime::new(&cli.root);
     match &cli.command {
         Command::Create { id, bundle, pid_file, console_socket } => {
-            refuse_console(console_socket)?;
-            rt.create(id, bundle, &CreateOptions { pid_file: pid_file.clone() })?;
+            rt.create(
+                id,
+                bundle,
+                &CreateOptions { pid_file: pid_file.clone(), console_socket: console_socket.clone() },
+            )?;
         }
         Command::Start { id } => rt.start(id)?,
         Command::Run { id, bundle, pid_file, detach, console_socket } => {
-            refuse_console(console_socket)?;
-            let options = CreateOptions { pid_file: pid_file.clone() };
+            let options = CreateOptions { pid_file: pid_file.clone(), console_socket: console_socket.clone() };
             if !detach {
+                if console_socket.is_some() {
+                    return Err(Error::Unsupported {
+                        field: "run --console-socket".into(),
+                        what: "foreground runs with a terminal (use --detach)".into(),
+                    });
+                }
                 return run_foreground(&rt, id, bundle, &options);
             }
             rt.create(id, bundle, &options)?;
@@ -394,11 +395,7 @@ fn execute(cli: &Cli) -> Result<u8> {
                 (ListFormat::Table, false) => print_table(&states),
             }
         }
-        Command::Exec { id, process, detach, pid_file, tty, console_socket, .. } => {
-            refuse_console(console_socket)?;
-            if *tty {
-                return Err(Error::Unsupported { field: "--tty".into(), what: "terminals".into() });
-            }
+        Command::Exec { id, process, detach, pid_file, console_socket, .. } => {
             let process = match process {
                 Some(path) => {
                     let value = read_json(path)?;
@@ -409,7 +406,7 @@ fn execute(cli: &Cli) -> Result<u8> {
                 }
                 None => exec_process(&rt, &cli.command, id)?,
             };
-            let options = CreateOptions { pid_file: pid_file.clone() };
+            let options = CreateOptions { pid_file: pid_file.clone(), console_socket: console_socket.clone() };
             // The process is orphaned by its forking stage: be its reaper.
             nix::sys::prctl::set_child_subreaper(true).map_err(|errno| Error::Syscall {
                 op: "become child subreaper",

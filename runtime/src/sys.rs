@@ -103,3 +103,15 @@ pub(crate) fn reset_signals() {
     }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
+
+/// TIOCSWINSZ on a terminal.
+pub(crate) fn set_window_size(fd: &impl AsRawFd, size: &nix::pty::Winsize) -> Result<(), Errno> {
+    // SAFETY: TIOCSWINSZ reads one struct winsize from a valid pointer.
+    Errno::result(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, size as *const nix::pty::Winsize) }).map(drop)
+}
+
+/// TIOCSCTTY: make `fd` the controlling terminal of this session.
+pub(crate) fn set_controlling_terminal(fd: &impl AsRawFd) -> Result<(), Errno> {
+    // SAFETY: TIOCSCTTY takes an integer argument.
+    Errno::result(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) }).map(drop)
+}

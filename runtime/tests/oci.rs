@@ -29,7 +29,9 @@ impl Bundle {
             std::fs::create_dir_all(rootfs.join(d)).unwrap();
         }
         std::fs::copy(BUSYBOX, rootfs.join("bin/busybox")).unwrap();
-        for applet in ["sh", "cat", "echo", "hostname", "id", "mount", "sleep", "touch", "ls", "wc", "grep", "head"] {
+        for applet in [
+            "sh", "cat", "echo", "hostname", "id", "mount", "sleep", "touch", "ls", "wc", "grep", "head", "tty", "stty",
+        ] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
         let out = oci(dir.path(), &["spec", "--bundle", dir.path().join("bundle").to_str().unwrap()]);
@@ -733,4 +735,84 @@ fn recursive_read_only_binds_scheduler_io_priority_and_personality_apply() {
     assert_eq!(out.matches("Read-only file system").count(), 2, "both the bind and its submount are read-only: {out}");
     assert!(out.lines().any(|l| l.trim() == "7"), "nice 7: {out}");
     assert!(out.contains("i686") || out.contains("i386") || out.contains("armv"), "a 32-bit personality: {out}");
+}
+
+/// Accepts one console-socket connection and takes the pty master from it.
+fn receive_pty(listener: &std::os::unix::net::UnixListener) -> (String, std::fs::File) {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+    let (stream, _) = listener.accept().unwrap();
+    let mut buf = [0u8; 256];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()).unwrap();
+    let fd = msg
+        .cmsgs()
+        .unwrap()
+        .find_map(|c| match c {
+            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+            _ => None,
+        })
+        .expect("an fd in SCM_RIGHTS");
+    let len = msg.bytes;
+    let name = String::from_utf8_lossy(&buf[..len]).into_owned();
+    // SAFETY: the kernel just installed `fd` in this process for us alone.
+    (name, unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+fn read_until(pty: &mut std::fs::File, needle: &str) -> String {
+    use std::io::Read;
+    let mut seen = String::new();
+    let mut buf = [0u8; 1024];
+    while !seen.contains(needle) {
+        match pty.read(&mut buf) {
+            Ok(0) | Err(_) => break, // EIO once the slave side is gone
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    seen
+}
+
+#[test]
+fn a_terminal_is_sent_over_the_console_socket_for_init_and_exec() {
+    let mut b = Bundle::new().script("tty; stty size; echo init-says-hi; sleep 300");
+    b.config["process"]["terminal"] = json!(true);
+    b.config["process"]["consoleSize"] = json!({"height": 40, "width": 132});
+    let bundle = b.write();
+    let socket = b.dir.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let out = b.cmd(&["run", "--detach", "--console-socket", socket.to_str().unwrap(), "--bundle", &bundle, "c1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pid = b.state("c1")["pid"].as_i64().unwrap() as i32;
+    let (name, mut master) = receive_pty(&listener);
+    assert!(name.starts_with("/dev/pts/"), "{name}");
+    let seen = read_until(&mut master, "init-says-hi");
+    assert!(seen.contains("/dev/pts/0") && seen.contains("init-says-hi"), "{seen:?}");
+    assert!(seen.contains("40 132"), "consoleSize applied: {seen:?}");
+
+    let pid_file = b.dir.path().join("exec.pid");
+    let out = b.cmd(&[
+        "exec",
+        "--detach",
+        "--tty",
+        "--console-socket",
+        socket.to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "c1",
+        "sh",
+        "-c",
+        "tty; stty size; echo exec-says-hi",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let exec_pid: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let (_, mut exec_master) = receive_pty(&listener);
+    let seen = read_until(&mut exec_master, "exec-says-hi");
+    assert!(seen.contains("/dev/pts/1") && seen.contains("exec-says-hi"), "{seen:?}");
+    reap(exec_pid);
+
+    let mismatch = b.cmd(&["exec", "--console-socket", socket.to_str().unwrap(), "c1", "true"]);
+    assert!(!mismatch.status.success() && text(&mismatch.stderr).contains("process.terminal"));
+    assert!(b.cmd(&["delete", "--force", "c1"]).status.success());
+    reap(pid);
 }

@@ -1,0 +1,69 @@
+//! Terminals, with runc's console-socket protocol: when `process.terminal`
+//! is set, the container's process gets a new pseudo-terminal from the
+//! container's own devpts as its stdio and controlling terminal, and the
+//! master end is sent over the unix socket the caller named
+//! (`--console-socket`), as an SCM_RIGHTS message, to whoever proxies it
+//! (containerd's shim, the pod monitor).
+
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+use nix::sys::stat::Mode;
+use oci_spec::runtime::Process;
+
+use crate::{Error, Result};
+
+fn sys(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(Errno) -> Error {
+    let path = path.into();
+    move |errno| Error::Syscall { op, path, errno }
+}
+
+/// Connects to the console socket; done before pivot_root, while its path
+/// is the host's.
+pub(crate) fn connect(path: &Path) -> Result<UnixStream> {
+    UnixStream::connect(path).map_err(|source| Error::Read { path: path.to_owned(), source })
+}
+
+/// Makes a pty in the container's devpts, sends its master over `socket`,
+/// and makes the slave the caller's stdio and controlling terminal.
+pub(crate) fn attach(socket: UnixStream, process: &Process) -> Result<()> {
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(sys("open /dev/ptmx", "/dev/ptmx"))?;
+    nix::pty::grantpt(&master).map_err(sys("grantpt", "/dev/ptmx"))?;
+    nix::pty::unlockpt(&master).map_err(sys("unlockpt", "/dev/ptmx"))?;
+    let name = nix::pty::ptsname_r(&master).map_err(sys("ptsname", "/dev/ptmx"))?;
+    let slave: OwnedFd =
+        nix::fcntl::open(name.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(sys("open pty slave", &name))?;
+    if let Some(size) = process.console_size() {
+        let ws =
+            nix::pty::Winsize { ws_row: size.height() as u16, ws_col: size.width() as u16, ws_xpixel: 0, ws_ypixel: 0 };
+        crate::sys::set_window_size(&slave, &ws).map_err(sys("set terminal size", &name))?;
+    }
+    // The slave belongs to the container's user, as a login terminal would.
+    let (uid, gid) = (process.user().uid(), process.user().gid());
+    nix::unistd::fchown(&slave, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))
+        .map_err(sys("chown pty slave", &name))?;
+    let fds = [master.as_raw_fd()];
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &[IoSlice::new(name.as_bytes())],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(sys("send the pty master over the console socket", &name))?;
+    drop(master);
+    drop(socket);
+    nix::unistd::setsid().map_err(sys("setsid", &name))?;
+    crate::sys::set_controlling_terminal(&slave).map_err(sys("make the pty the controlling terminal", &name))?;
+    nix::unistd::dup2_stdin(&slave).map_err(sys("dup pty onto stdin", &name))?;
+    nix::unistd::dup2_stdout(&slave).map_err(sys("dup pty onto stdout", &name))?;
+    nix::unistd::dup2_stderr(&slave).map_err(sys("dup pty onto stderr", &name))?;
+    Ok(())
+}
