@@ -272,6 +272,15 @@ impl Runtime {
         let (go_r, go_w) = pipe()?;
         let namespaces = bundle.spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
         let pid_ns = namespaces.iter().find(|n| n.typ() == LinuxNamespaceType::Pid).cloned();
+        let user_ns = namespaces.iter().find(|n| n.typ() == LinuxNamespaceType::User).cloned();
+        let (map_r, map_w) = pipe()?;
+        if user_ns.as_ref().is_some_and(|n| n.path().is_none()) {
+            // Init opens the FIFO as the container's root: give it to that user.
+            let linux = bundle.spec.linux().clone().unwrap_or_default();
+            let (uid, gid) = (host_id(linux.uid_mappings(), 0), host_id(linux.gid_mappings(), 0));
+            nix::unistd::chown(&fifo, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))
+                .map_err(|errno| Error::Syscall { op: "chown exec fifo", path: fifo.clone(), errno })?;
+        }
 
         // SAFETY: this process has one thread (checked above), so the child
         // can run arbitrary code, including allocation, until it execs or exits.
@@ -280,15 +289,25 @@ impl Runtime {
                 drop(pid_r);
                 drop(report_r);
                 drop(go_w);
+                drop(map_w);
                 let channels = init::Channels { report: report_w, go: go_r, console };
-                stage1(bundle, &fifo, cgroup, pid_ns.as_ref(), pid_w, channels)
+                stage1(Stage1 {
+                    bundle,
+                    fifo: &fifo,
+                    cgroup,
+                    pid_ns: pid_ns.as_ref(),
+                    user_ns: user_ns.as_ref(),
+                    pid_w,
+                    map_go: map_r,
+                    channels,
+                })
             }
             ForkResult::Parent { child } => {
                 drop(pid_w);
                 drop(report_w);
                 drop(go_r);
-                let mut text = String::new();
-                let _ = std::fs::File::from(pid_r).read_to_string(&mut text);
+                drop(map_r);
+                let text = read_stage1(pid_r, map_w, child, bundle)?;
                 let _ = waitpid(child, None);
                 let pid: i32 = text.trim().parse().map_err(|_| Error::InitFailed {
                     id: id.to_owned(),
@@ -503,12 +522,15 @@ impl Runtime {
                 LinuxNamespaceType::Cgroup => "cgroup",
                 LinuxNamespaceType::Mount => "mnt",
                 LinuxNamespaceType::Time => "time",
-                LinuxNamespaceType::User => continue,
+                LinuxNamespaceType::User => "user",
             };
             let path = PathBuf::from(format!("/proc/{}/ns/{name}", record.pid));
             let fd = nix::fcntl::open(&path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
                 .map_err(|errno| Error::Syscall { op: "open namespace", path: path.clone(), errno })?;
-            if matches!(ns.typ(), LinuxNamespaceType::Pid | LinuxNamespaceType::Time) {
+            if ns.typ() == LinuxNamespaceType::User {
+                // First: the other namespaces belong to it.
+                for_children.insert(0, (init::clone_flag(ns.typ()), fd));
+            } else if matches!(ns.typ(), LinuxNamespaceType::Pid | LinuxNamespaceType::Time) {
                 for_children.push((init::clone_flag(ns.typ()), fd));
             } else {
                 namespaces.push((init::clone_flag(ns.typ()), fd));
@@ -675,6 +697,46 @@ fn enter_time_namespace(bundle: &Bundle) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// The host id that container id `id` maps to (the first mapping's base
+/// when `id` is not mapped).
+fn host_id(mappings: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>, id: u32) -> u32 {
+    let mappings = mappings.clone().unwrap_or_default();
+    mappings
+        .iter()
+        .find(|m| (m.container_id()..m.container_id().saturating_add(m.size())).contains(&id))
+        .map(|m| m.host_id() + (id - m.container_id()))
+        .or_else(|| mappings.first().map(|m| m.host_id()))
+        .unwrap_or(id)
+}
+
+/// Reads what the first child says: "map" (write its new user namespace's
+/// id maps, then let it go on), then init's pid or an error.
+fn read_stage1(pid_r: OwnedFd, map_go: OwnedFd, child: Pid, bundle: &Bundle) -> Result<String> {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(std::fs::File::from(pid_r));
+    let mut go = std::fs::File::from(map_go);
+    loop {
+        let mut line = Vec::new();
+        let _ = reader.read_until(b'\n', &mut line);
+        if line != b"map\n" {
+            let mut rest = String::from_utf8_lossy(&line).into_owned();
+            let _ = reader.read_to_string(&mut rest);
+            return Ok(rest);
+        }
+        let linux = bundle.spec.linux().clone().unwrap_or_default();
+        for (file, mappings) in [("uid_map", linux.uid_mappings()), ("gid_map", linux.gid_mappings())] {
+            let text: String = mappings
+                .iter()
+                .flatten()
+                .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+                .collect();
+            let path = PathBuf::from(format!("/proc/{}/{file}", child.as_raw()));
+            std::fs::write(&path, text).map_err(|source| Error::Read { path, source })?;
+        }
+        let _ = go.write_all(b"g");
+    }
+}
+
 /// Reads init's reports: "hooks" (run the runtime-side create hooks, then
 /// let init go on), then "ok" or "error: ..." at the end.
 fn read_report(report: OwnedFd, go: OwnedFd, bundle: &Bundle, pid: i32) -> Result<String> {
@@ -695,19 +757,61 @@ fn read_report(report: OwnedFd, go: OwnedFd, bundle: &Bundle, pid: i32) -> Resul
     }
 }
 
-fn stage1(
-    bundle: &Bundle,
-    fifo: &Path,
-    cgroup: &Cgroup,
-    pid_ns: Option<&oci_spec::runtime::LinuxNamespace>,
+/// What the first child needs.
+struct Stage1<'a> {
+    bundle: &'a Bundle,
+    fifo: &'a Path,
+    cgroup: &'a Cgroup,
+    pid_ns: Option<&'a oci_spec::runtime::LinuxNamespace>,
+    user_ns: Option<&'a oci_spec::runtime::LinuxNamespace>,
+    /// Init's pid (or an error, or "map") goes here.
     pid_w: OwnedFd,
+    /// The caller writes a byte here once the id maps are written.
+    map_go: OwnedFd,
     channels: init::Channels,
-) -> ! {
+}
+
+/// Joins or creates the user namespace; a new one waits for the caller to
+/// write its id maps. Then becomes the namespace's root, if it is mapped.
+fn enter_user_namespace(
+    ns: &oci_spec::runtime::LinuxNamespace,
+    pid_out: &mut std::fs::File,
+    map_go: OwnedFd,
+) -> std::result::Result<(), String> {
+    let flag = CloneFlags::CLONE_NEWUSER;
+    match ns.path() {
+        Some(path) => nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+            .and_then(|fd| setns(fd, flag))
+            .map_err(|errno| format!("join user namespace {}: {errno}", path.display()))?,
+        None => {
+            unshare(flag).map_err(|errno| format!("unshare user namespace: {errno}"))?;
+            pid_out.write_all(b"map\n").map_err(|e| format!("ask for id maps: {e}"))?;
+            let mut byte = [0u8; 1];
+            std::fs::File::from(map_go).read_exact(&mut byte).map_err(|e| format!("wait for id maps: {e}"))?;
+        }
+    }
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    let root_uid = nix::unistd::Uid::from_raw(0);
+    // An unmapped root stays the overflow id; the process keeps its namespace capabilities.
+    let _ = nix::unistd::setresgid(root_gid, root_gid, root_gid);
+    let _ = nix::unistd::setresuid(root_uid, root_uid, root_uid);
+    Ok(())
+}
+
+fn stage1(stage: Stage1<'_>) -> ! {
+    let Stage1 { bundle, fifo, cgroup, pid_ns, user_ns, pid_w, map_go, channels } = stage;
     let mut pid_out = std::fs::File::from(pid_w);
     // Join the cgroup before forking init, so init starts (and unshares its
     // cgroup namespace) inside it.
     if let Err(e) = cgroup.join(0) {
         let _ = pid_out.write_all(e.to_string().as_bytes());
+        init::exit(1);
+    }
+    // The user namespace first: every other namespace is then owned by it.
+    if let Some(ns) = user_ns
+        && let Err(message) = enter_user_namespace(ns, &mut pid_out, map_go)
+    {
+        let _ = pid_out.write_all(message.as_bytes());
         init::exit(1);
     }
     let entered = match pid_ns {

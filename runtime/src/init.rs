@@ -54,11 +54,9 @@ fn enter_namespaces(spec: &Spec) -> Result<()> {
     ordered.sort_by_key(|n| n.typ() == LinuxNamespaceType::Mount);
     for ns in ordered {
         let flag = clone_flag(ns.typ());
-        if matches!(ns.typ(), LinuxNamespaceType::Pid | LinuxNamespaceType::Time) {
+        // pid, time and user were entered by the stage that forked init.
+        if matches!(ns.typ(), LinuxNamespaceType::Pid | LinuxNamespaceType::Time | LinuxNamespaceType::User) {
             continue;
-        }
-        if ns.typ() == LinuxNamespaceType::User {
-            return Err(Error::Unsupported { field: "linux.namespaces".into(), what: "user namespaces".into() });
         }
         match ns.path() {
             Some(path) => {

@@ -246,7 +246,7 @@ pub fn features() -> serde_json::Value {
             "rnostrictatime", "rnosuid", "rnosymfollow", "rrelatime", "rro", "rrw", "rstrictatime", "rsuid", "rsymfollow"
         ],
         "linux": {
-            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "uts"],
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": caps,
             "cgroup": {
                 "v1": layout.as_ref().is_some_and(|l| !matches!(l, crate::cgroups::Layout::Unified { .. })),

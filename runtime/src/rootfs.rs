@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{Mode, SFlag, makedev, mknodat};
-use oci_spec::runtime::{LinuxDeviceType, Mount, Spec};
+use oci_spec::runtime::{LinuxDeviceType, LinuxNamespaceType, Mount, Spec};
 
 use crate::cgroups::Cgroup;
 use crate::resolve::{self, fd_path};
@@ -162,15 +162,13 @@ pub(crate) fn prepare(bundle: &Bundle) -> Result<OwnedFd> {
 
 /// Mounts every entry of `spec.mounts`, in order, inside the root.
 pub(crate) fn mount_all(bundle: &Bundle, root: &OwnedFd, cgroup: &Cgroup) -> Result<()> {
-    let cgroup_ns = bundle
-        .spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|n| n.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Cgroup));
+    // Fresh cgroup v1 filesystems cannot be mounted inside a user namespace:
+    // there the container's cgroup directories are bound instead.
+    let fresh_cgroupfs = has_namespace(&bundle.spec, LinuxNamespaceType::Cgroup)
+        && !has_namespace(&bundle.spec, LinuxNamespaceType::User);
     for m in bundle.spec.mounts().iter().flatten() {
         if matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2")) {
-            mount_cgroup(root, m, cgroup, cgroup_ns)?;
+            mount_cgroup(root, m, cgroup, fresh_cgroupfs)?;
         } else {
             mount_one(bundle, root, m)?;
         }
@@ -201,13 +199,13 @@ fn bind(root: &OwnedFd, source: &Path, dest: &Path, flags: MsFlags) -> Result<()
 /// namespace, fresh cgroup filesystems (whose root is the container's
 /// cgroup); without one, binds of the container's own cgroup directories.
 /// On v1 each hierarchy sits in a tmpfs, as on a host.
-fn mount_cgroup(root: &OwnedFd, m: &Mount, cgroup: &Cgroup, cgroup_ns: bool) -> Result<()> {
+fn mount_cgroup(root: &OwnedFd, m: &Mount, cgroup: &Cgroup, fresh: bool) -> Result<()> {
     let opts = parse_options(m.options().as_deref().unwrap_or_default());
     let dest = m.destination();
     let flags = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC);
     if cgroup.is_v2() {
         let Some(h) = cgroup.hierarchies.first() else { return Ok(()) };
-        if !cgroup_ns {
+        if !fresh {
             return bind(root, &h.dir, dest, flags);
         }
         let target = resolve::mkdir_all(root, dest)?;
@@ -220,7 +218,7 @@ fn mount_cgroup(root: &OwnedFd, m: &Mount, cgroup: &Cgroup, cgroup_ns: bool) -> 
         .map_err(sys("mount cgroup tmpfs", dest))?;
     for h in &cgroup.hierarchies {
         let sub = dest.join(&h.name);
-        if !cgroup_ns {
+        if !fresh {
             bind(root, &h.dir, &sub, flags)?;
             continue;
         }
@@ -316,11 +314,28 @@ fn mknod_in(root: &OwnedFd, path: &Path, kind: SFlag, mode: u32, major: u64, min
     }
 }
 
+/// Whether the spec lists a namespace of type `typ`.
+pub(crate) fn has_namespace(spec: &Spec, typ: LinuxNamespaceType) -> bool {
+    spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|n| n.iter().any(|n| n.typ() == typ))
+}
+
+/// Inside a user namespace mknod is refused: bind the host's node instead.
+fn bind_device(root: &OwnedFd, path: &Path, host: &Path) -> Result<()> {
+    let target = resolve::create_file(root, path)?;
+    mount(Some(host), &fd_path(&target), None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(sys("bind device", path))
+}
+
 /// Creates the default devices, the spec's devices and the /dev links.
 pub(crate) fn create_devices(spec: &Spec, root: &OwnedFd) -> Result<()> {
     let dev = resolve::mkdir_all(root, Path::new("/dev"))?;
+    let in_user_ns = has_namespace(spec, LinuxNamespaceType::User);
     for (name, major, minor) in DEFAULT_DEVICES {
-        mknod_in(root, &Path::new("/dev").join(name), SFlag::S_IFCHR, 0o666, major, minor)?;
+        let path = Path::new("/dev").join(name);
+        if in_user_ns {
+            bind_device(root, &path, &path)?;
+        } else {
+            mknod_in(root, &path, SFlag::S_IFCHR, 0o666, major, minor)?;
+        }
     }
     for device in spec.linux().as_ref().and_then(|l| l.devices().clone()).unwrap_or_default() {
         let kind = match device.typ() {
@@ -330,6 +345,10 @@ pub(crate) fn create_devices(spec: &Spec, root: &OwnedFd) -> Result<()> {
         };
         let mode = device.file_mode().unwrap_or(0o666);
         let (major, minor) = (device.major().max(0) as u64, device.minor().max(0) as u64);
+        if in_user_ns {
+            bind_device(root, device.path(), device.path())?;
+            continue;
+        }
         mknod_in(root, device.path(), kind, mode, major, minor)?;
         let node = resolve::open(root, device.path(), OFlag::O_PATH)?;
         let (uid, gid) = (device.uid().unwrap_or(0), device.gid().unwrap_or(0));

@@ -816,3 +816,53 @@ fn a_terminal_is_sent_over_the_console_socket_for_init_and_exec() {
     assert!(b.cmd(&["delete", "--force", "c1"]).status.success());
     reap(pid);
 }
+
+#[test]
+fn a_user_namespace_maps_container_root_to_an_unprivileged_host_uid() {
+    let mut b = Bundle::new().script("cat /proc/self/uid_map /proc/self/gid_map; id; echo null > /dev/null && echo dev-ok; ls /sys/fs/cgroup | head -3; sleep 300");
+    b.config["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
+    b.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    b.config["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    let (b, out_dir) = b.with_out_dir();
+    let mut b = b;
+    b.config["process"]["args"] = json!([
+        "sh",
+        "-c",
+        "(cat /proc/self/uid_map /proc/self/gid_map; id; echo null > /dev/null && echo dev-ok) > /out/result 2>&1; sleep 300"
+    ]);
+    std::os::unix::fs::chown(&out_dir, Some(100000), Some(100000)).unwrap();
+    // The container's root is host uid 100000: it must own its rootfs and
+    // be able to reach it, as with any user-namespaced runtime.
+    use std::os::unix::fs::PermissionsExt;
+    for dir in [b.dir.path().to_path_buf(), b.dir.path().join("bundle")] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    let chown = Command::new("chown").args(["-hR", "100000:100000"]).arg(b.rootfs()).status().unwrap();
+    assert!(chown.success());
+    let bundle = b.write();
+    let out = b.cmd(&["run", "--detach", "--bundle", &bundle, "c1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pid = b.state("c1")["pid"].as_i64().unwrap() as i32;
+    wait_for("the container's report", || {
+        std::fs::read_to_string(out_dir.join("result")).is_ok_and(|r| r.contains("dev-ok") || r.lines().count() > 3)
+    });
+    let result = std::fs::read_to_string(out_dir.join("result")).unwrap();
+    assert!(result.split_whitespace().collect::<Vec<_>>().starts_with(&["0", "100000", "65536"]), "{result}");
+    assert!(result.contains("uid=0(") || result.contains("uid=0 "), "root inside: {result}");
+    assert!(result.contains("dev-ok"), "device nodes bound from the host: {result}");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status.lines().any(|l| l.starts_with("Uid:") && l.contains("100000")),
+        "an unprivileged uid on the host: {status}"
+    );
+
+    let out = b.cmd(&["exec", "c1", "cat", "/proc/self/uid_map"]);
+    assert!(
+        text(&out.stdout).split_whitespace().collect::<Vec<_>>().starts_with(&["0", "100000", "65536"]),
+        "exec joins the user namespace: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(b.cmd(&["delete", "--force", "c1"]).status.success());
+    reap(pid);
+}
