@@ -8,20 +8,15 @@
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use nix::sys::stat::Mode;
 use oci_spec::runtime::Process;
 
+use crate::error::sys;
 use crate::{Error, Result};
-
-fn sys(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(Errno) -> Error {
-    let path = path.into();
-    move |errno| Error::Syscall { op, path, errno }
-}
 
 /// Connects to the console socket; done before pivot_root, while its path
 /// is the host's.

@@ -673,6 +673,18 @@ fn exec_child(
     init::exit(127)
 }
 
+/// Joins the namespace at `ns.path`, or creates a new one; returns whether
+/// it created one.
+fn join_or_create(ns: &oci_spec::runtime::LinuxNamespace, flag: CloneFlags) -> std::result::Result<bool, String> {
+    match ns.path() {
+        Some(path) => nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+            .and_then(|fd| setns(fd, flag))
+            .map(|()| false)
+            .map_err(|errno| format!("join {} namespace {}: {errno}", ns.typ(), path.display())),
+        None => unshare(flag).map(|()| true).map_err(|errno| format!("create {} namespace: {errno}", ns.typ())),
+    }
+}
+
 /// Joins or creates the time namespace (it applies to children, like pid),
 /// writing `linux.timeOffsets` into a new one before any child exists.
 fn enter_time_namespace(bundle: &Bundle) -> std::result::Result<(), String> {
@@ -680,13 +692,9 @@ fn enter_time_namespace(bundle: &Bundle) -> std::result::Result<(), String> {
     let Some(ns) = linux.namespaces().iter().flatten().find(|n| n.typ() == LinuxNamespaceType::Time) else {
         return Ok(());
     };
-    let flag = init::clone_flag(LinuxNamespaceType::Time);
-    if let Some(path) = ns.path() {
-        return nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-            .and_then(|fd| setns(fd, flag))
-            .map_err(|errno| format!("join time namespace {}: {errno}", path.display()));
+    if !join_or_create(ns, init::clone_flag(LinuxNamespaceType::Time))? {
+        return Ok(());
     }
-    unshare(flag).map_err(|errno| format!("unshare time namespace: {errno}"))?;
     let mut offsets = String::new();
     for (clock, offset) in linux.time_offsets().iter().flatten() {
         offsets.push_str(&format!("{clock} {} {}\n", offset.secs().unwrap_or(0), offset.nanosecs().unwrap_or(0)));
@@ -778,17 +786,10 @@ fn enter_user_namespace(
     pid_out: &mut std::fs::File,
     map_go: OwnedFd,
 ) -> std::result::Result<(), String> {
-    let flag = CloneFlags::CLONE_NEWUSER;
-    match ns.path() {
-        Some(path) => nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-            .and_then(|fd| setns(fd, flag))
-            .map_err(|errno| format!("join user namespace {}: {errno}", path.display()))?,
-        None => {
-            unshare(flag).map_err(|errno| format!("unshare user namespace: {errno}"))?;
-            pid_out.write_all(b"map\n").map_err(|e| format!("ask for id maps: {e}"))?;
-            let mut byte = [0u8; 1];
-            std::fs::File::from(map_go).read_exact(&mut byte).map_err(|e| format!("wait for id maps: {e}"))?;
-        }
+    if join_or_create(ns, CloneFlags::CLONE_NEWUSER)? {
+        pid_out.write_all(b"map\n").map_err(|e| format!("ask for id maps: {e}"))?;
+        let mut byte = [0u8; 1];
+        std::fs::File::from(map_go).read_exact(&mut byte).map_err(|e| format!("wait for id maps: {e}"))?;
     }
     let root_gid = nix::unistd::Gid::from_raw(0);
     let root_uid = nix::unistd::Uid::from_raw(0);
@@ -814,15 +815,7 @@ fn stage1(stage: Stage1<'_>) -> ! {
         let _ = pid_out.write_all(message.as_bytes());
         init::exit(1);
     }
-    let entered = match pid_ns {
-        None => Ok(()),
-        Some(ns) => match ns.path() {
-            None => unshare(CloneFlags::CLONE_NEWPID).map_err(|errno| format!("unshare pid namespace: {errno}")),
-            Some(path) => nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-                .and_then(|fd| setns(fd, CloneFlags::CLONE_NEWPID))
-                .map_err(|errno| format!("join pid namespace {}: {errno}", path.display())),
-        },
-    };
+    let entered = pid_ns.map_or(Ok(false), |ns| join_or_create(ns, CloneFlags::CLONE_NEWPID)).map(drop);
     if let Err(message) = entered.and_then(|()| enter_time_namespace(bundle)) {
         let _ = pid_out.write_all(message.as_bytes());
         init::exit(1);

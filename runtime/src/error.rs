@@ -46,3 +46,10 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Maps a failed syscall to [`Error::Syscall`], naming the operation and
+/// the path (or object) it acted on.
+pub(crate) fn sys(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(nix::errno::Errno) -> Error {
+    let path = path.into();
+    move |errno| Error::Syscall { op, path, errno }
+}

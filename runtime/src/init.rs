@@ -21,6 +21,7 @@ use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, PosixRlimitType, Process, Spec};
 
 use crate::cgroups::Cgroup;
+use crate::error::sys;
 use crate::spec::Bundle;
 use crate::{Error, Result, rootfs};
 
@@ -37,11 +38,6 @@ pub(crate) fn clone_flag(typ: LinuxNamespaceType) -> CloneFlags {
         LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
         LinuxNamespaceType::Time => CloneFlags::from_bits_retain(nix::libc::CLONE_NEWTIME),
     }
-}
-
-fn sys(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(Errno) -> Error {
-    let path = path.into();
-    move |errno| Error::Syscall { op, path, errno }
 }
 
 /// Joins the namespaces the spec names by path, and creates the new ones

@@ -13,6 +13,7 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::{Mode, mkdirat};
 
+use crate::error::sys;
 use crate::{Error, Result};
 
 fn how(flags: OFlag) -> OpenHow {
@@ -25,16 +26,11 @@ fn relative(path: &Path) -> PathBuf {
     path.components().filter(|c| matches!(c, Component::Normal(_) | Component::ParentDir)).collect()
 }
 
-fn syscall_err(op: &'static str, path: &Path) -> impl FnOnce(Errno) -> Error {
-    let path = path.to_owned();
-    move |errno| Error::Syscall { op, path, errno }
-}
-
 /// Opens `path` inside `root` with `flags` (for example `O_PATH`).
 pub fn open(root: impl AsFd, path: &Path, flags: OFlag) -> Result<OwnedFd> {
     let rel = relative(path);
     let rel = if rel.as_os_str().is_empty() { PathBuf::from(".") } else { rel };
-    openat2(root, &rel, how(flags)).map_err(syscall_err("open in root", path))
+    openat2(root, &rel, how(flags)).map_err(sys("open in root", path))
 }
 
 /// Opens the directory `path` inside `root`, creating it and any missing

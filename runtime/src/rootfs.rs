@@ -13,14 +13,10 @@ use nix::sys::stat::{Mode, SFlag, makedev, mknodat};
 use oci_spec::runtime::{LinuxDeviceType, LinuxNamespaceType, Mount, Spec};
 
 use crate::cgroups::Cgroup;
+use crate::error::sys;
 use crate::resolve::{self, fd_path};
 use crate::spec::Bundle;
 use crate::{Error, Result};
-
-fn sys(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(Errno) -> Error {
-    let path = path.into();
-    move |errno| Error::Syscall { op, path, errno }
-}
 
 /// Mount options split into flags, propagation and filesystem data, as
 /// mount(8) reads them.
