@@ -66,6 +66,25 @@ fn enter_namespaces(spec: &Spec) -> Result<()> {
     unshare(new).map_err(sys("unshare namespaces", "/"))
 }
 
+/// Writes the OOM score adjustment. Lowering it below the current value
+/// needs CAP_SYS_RESOURCE: without it, the current value stays, with a
+/// warning, as containerd clamps it.
+fn set_oom_score_adj(adj: i32) -> Result<()> {
+    let path = "/proc/self/oom_score_adj";
+    match std::fs::write(path, adj.to_string()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EACCES) || e.raw_os_error() == Some(nix::libc::EPERM) => {
+            let current = std::fs::read_to_string(path).unwrap_or_default();
+            eprintln!(
+                "bulkhead-oci: warning: process.oomScoreAdj {adj} kept at {} (lowering it needs CAP_SYS_RESOURCE)",
+                current.trim()
+            );
+            Ok(())
+        }
+        Err(source) => Err(Error::Read { path: path.into(), source }),
+    }
+}
+
 fn set_rlimits(process: &Process) -> Result<()> {
     use nix::sys::resource::{Resource, setrlimit};
     for limit in process.rlimits().clone().unwrap_or_default() {
@@ -87,7 +106,18 @@ fn set_rlimits(process: &Process) -> Result<()> {
             PosixRlimitType::RlimitRtprio => Resource::RLIMIT_RTPRIO,
             PosixRlimitType::RlimitRttime => Resource::RLIMIT_RTTIME,
         };
-        setrlimit(resource, limit.soft(), limit.hard()).map_err(|errno| Error::Syscall {
+        let (mut soft, mut hard) = (limit.soft(), limit.hard());
+        if let Err(Errno::EPERM) = setrlimit(resource, soft, hard) {
+            // Raising a hard limit needs CAP_SYS_RESOURCE: keep the current one.
+            let (_, current) = nix::sys::resource::getrlimit(resource).unwrap_or((0, 0));
+            hard = hard.min(current);
+            soft = soft.min(hard);
+            eprintln!(
+                "bulkhead-oci: warning: process.rlimits {:?}: clamped to soft {soft} hard {hard} (no CAP_SYS_RESOURCE)",
+                limit.typ()
+            );
+        }
+        setrlimit(resource, soft, hard).map_err(|errno| Error::Syscall {
             op: "setrlimit",
             path: PathBuf::from(format!("process.rlimits {:?}", limit.typ())),
             errno,
@@ -269,8 +299,7 @@ impl Prepared {
 /// seccomp, user and capabilities, cwd. Shared by init and exec.
 pub(crate) fn prepare_process(process: &Process, seccomp: Option<&LinuxSeccomp>) -> Result<Prepared> {
     if let Some(adj) = process.oom_score_adj() {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-            .map_err(|e| Error::Read { path: "/proc/self/oom_score_adj".into(), source: e })?;
+        set_oom_score_adj(adj)?;
     }
     set_rlimits(process)?;
     let args = process.args().clone().unwrap_or_default();

@@ -866,3 +866,18 @@ fn a_user_namespace_maps_container_root_to_an_unprivileged_host_uid() {
     assert!(b.cmd(&["delete", "--force", "c1"]).status.success());
     reap(pid);
 }
+
+#[test]
+fn oom_score_adj_applies_and_is_clamped_without_cap_sys_resource() {
+    let mut b = Bundle::new().script("cat /proc/self/oom_score_adj");
+    b.config["process"]["oomScoreAdj"] = json!(500);
+    let (code, out, err) = b.run("c1");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "500");
+    // A negative value needs CAP_SYS_RESOURCE, which this host's root may lack.
+    let mut b = Bundle::new().script("cat /proc/self/oom_score_adj");
+    b.config["process"]["oomScoreAdj"] = json!(-500);
+    let (code, out, err) = b.run("c2");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.trim() == "-500" || err.contains("oomScoreAdj -500 kept"), "{out} / {err}");
+}
