@@ -1,12 +1,13 @@
-//! The native OCI runtime core of bulkhead (runtime-spec 1.x): it owns turning
-//! a bundle into an isolated process — namespaces, mounts and pivot_root,
-//! cgroups v1 and v2, capabilities, seccomp, rlimits, users and devices — and
-//! the runc-compatible `bulkhead-oci` command. Today it holds the host probes
-//! the daemon reports on: the cgroup hierarchy layout, the cgroup driver, and
-//! the kernel features a container needs. It must not depend on the CRI, the
-//! image store or the network layer, and its spawning path must never run in
-//! a multi-threaded process (the daemon reaches it by fork+exec of a fresh,
-//! single-threaded process).
+//! The native OCI runtime core of bulkhead (runtime-spec 1.2): it owns
+//! turning a bundle into an isolated process — namespaces (user, pid, mount,
+//! network, ipc, uts, cgroup, time), the root filesystem (mounts resolved
+//! inside the root, devices, pivot_root, masked and read-only paths), cgroups
+//! v1 and v2, capabilities, seccomp, rlimits, users, hooks, terminals — the
+//! container lifecycle and exec, the runc-compatible `bulkhead-oci` command,
+//! and the host probes the daemon reports on. It must not depend on the CRI,
+//! the image store or the network layer, and its spawning path refuses to run
+//! in a multi-threaded process (the daemon reaches it by fork+exec of a
+//! fresh, single-threaded process: the pod monitor or `bulkhead-oci`).
 
 pub mod cgroups;
 mod console;
