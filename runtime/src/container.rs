@@ -87,6 +87,19 @@ pub struct CreateOptions {
     pub pid_file: Option<PathBuf>,
     /// Where to send the pty master when `process.terminal` is set.
     pub console_socket: Option<PathBuf>,
+    /// runc's --preserve-fds, --no-pivot and --no-new-keyring.
+    pub launch: Launch,
+}
+
+/// runc's flags that change how a process is set up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Launch {
+    /// Descriptors 3..3+N from the caller pass into the container.
+    pub preserve_fds: u32,
+    /// Move the rootfs over / and chroot instead of pivot_root.
+    pub no_pivot: bool,
+    /// Keep the caller's session keyring instead of a new one.
+    pub no_new_keyring: bool,
 }
 
 /// The console socket, connected, when the process wants a terminal; a
@@ -290,7 +303,7 @@ impl Runtime {
                 drop(report_r);
                 drop(go_w);
                 drop(map_w);
-                let channels = init::Channels { report: report_w, go: go_r, console };
+                let channels = init::Channels { report: report_w, go: go_r, console, launch: options.launch };
                 stage1(Stage1 {
                     bundle,
                     fifo: &fifo,
@@ -566,7 +579,8 @@ impl Runtime {
                 match unsafe { fork() } {
                     Ok(ForkResult::Child) => {
                         drop(pid_out);
-                        exec_child(&record.cgroup, namespaces, process, seccomp.as_ref(), report_w, console)
+                        let preserve = options.launch.preserve_fds;
+                        exec_child(&record.cgroup, namespaces, process, seccomp.as_ref(), report_w, console, preserve)
                     }
                     Ok(ForkResult::Parent { child }) => {
                         let _ = pid_out.write_all(child.as_raw().to_string().as_bytes());
@@ -649,6 +663,7 @@ fn exec_child(
     seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
     report: OwnedFd,
     console: Option<std::os::unix::net::UnixStream>,
+    preserve_fds: u32,
 ) -> ! {
     let mut report = std::fs::File::from(report);
     let outcome = (|| -> Result<init::Prepared> {
@@ -666,7 +681,7 @@ fn exec_child(
         init::prepare_process(process, seccomp)
     })();
     let error = match outcome {
-        Ok(prepared) => prepared.exec(process.user().umask().unwrap_or(0o022)),
+        Ok(prepared) => prepared.exec(process.user().umask().unwrap_or(0o022), preserve_fds),
         Err(e) => e,
     };
     let _ = report.write_all(error.to_string().as_bytes());

@@ -277,9 +277,10 @@ pub(crate) struct Prepared {
 
 impl Prepared {
     /// Loads a pending seccomp filter and execs; returns only on failure.
-    pub(crate) fn exec(self, umask: u32) -> Error {
+    pub(crate) fn exec(self, umask: u32, preserve_fds: u32) -> Error {
         nix::sys::stat::umask(Mode::from_bits_truncate(umask));
         crate::sys::reset_signals();
+        crate::sys::close_fds_on_exec_from(3 + preserve_fds as i32);
         if let Some(filter) = &self.seccomp
             && let Err(e) = crate::seccomp::load(filter)
         {
@@ -343,6 +344,7 @@ fn setup(
     cgroup: &Cgroup,
     sync: &mut dyn FnMut() -> Result<()>,
     console: Option<std::os::unix::net::UnixStream>,
+    no_pivot: bool,
 ) -> Result<Ready> {
     let spec = &bundle.spec;
     let process = spec.process().clone().unwrap_or_default();
@@ -356,7 +358,7 @@ fn setup(
     rootfs::mount_all(bundle, &root, cgroup)?;
     rootfs::create_devices(spec, &root)?;
     drop(root);
-    rootfs::pivot(&bundle.rootfs)?;
+    rootfs::pivot(&bundle.rootfs, no_pivot)?;
     rootfs::sysctls(spec)?;
     rootfs::finish(spec)?;
     if let Some(hostname) = spec.hostname().as_ref().filter(|h| !h.is_empty()) {
@@ -388,6 +390,7 @@ pub(crate) struct Channels {
     pub go: OwnedFd,
     /// The console socket, connected, when the process wants a terminal.
     pub console: Option<std::os::unix::net::UnixStream>,
+    pub launch: crate::container::Launch,
 }
 
 /// Runs init: sets the container up, reports to the `create` caller
@@ -395,7 +398,7 @@ pub(crate) struct Channels {
 /// then "ok" or "error: ..."), waits for `start`, runs the startContainer
 /// hooks, and execs the user's program.
 pub(crate) fn run(bundle: &Bundle, fifo: &Path, cgroup: &Cgroup, channels: Channels) -> ! {
-    let Channels { report, go, console } = channels;
+    let Channels { report, go, console, launch } = channels;
     let mut report = std::fs::File::from(report);
     let mut go = std::fs::File::from(go);
     let hooks = bundle.spec.hooks().clone().unwrap_or_default();
@@ -410,7 +413,10 @@ pub(crate) fn run(bundle: &Bundle, fifo: &Path, cgroup: &Cgroup, channels: Chann
         let state = crate::hooks::HookState::new(bundle, pid, "creating");
         crate::hooks::run_all(hooks.create_container(), "hooks.createContainer", &state)
     };
-    let ready = setup(bundle, fifo, cgroup, &mut sync, console);
+    if !launch.no_new_keyring {
+        crate::sys::join_session_keyring(&format!("_ses.{}", bundle.id));
+    }
+    let ready = setup(bundle, fifo, cgroup, &mut sync, console, launch.no_pivot);
     drop(go);
     let Ready { fifo: fifo_fd, process } = match ready {
         Ok(ready) => ready,
@@ -435,7 +441,7 @@ pub(crate) fn run(bundle: &Bundle, fifo: &Path, cgroup: &Cgroup, channels: Chann
         exit(127)
     }
     let umask = bundle.spec.process().as_ref().and_then(|p| p.user().umask()).unwrap_or(0o022);
-    let e = process.exec(umask);
+    let e = process.exec(umask, launch.preserve_fds);
     let _ = writeln!(std::io::stderr(), "bulkhead-oci init: {e}");
     exit(127)
 }

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
 
-use crate::container::{CreateOptions, Runtime, State};
+use crate::container::{CreateOptions, Launch, Runtime, State};
 use crate::{Error, Result};
 
 #[derive(Debug, Parser)]
@@ -50,9 +50,11 @@ enum Command {
         bundle: PathBuf,
         #[arg(long)]
         pid_file: Option<PathBuf>,
-        /// Terminal mode (not supported yet: refused).
+        /// Unix socket to send the terminal's master to (process.terminal).
         #[arg(long)]
         console_socket: Option<PathBuf>,
+        #[command(flatten)]
+        launch: LaunchFlags,
     },
     /// Start a created container.
     Start { id: String },
@@ -67,6 +69,8 @@ enum Command {
         detach: bool,
         #[arg(long)]
         console_socket: Option<PathBuf>,
+        #[command(flatten)]
+        launch: LaunchFlags,
     },
     /// Print the state of a container as JSON.
     State { id: String },
@@ -116,6 +120,9 @@ enum Command {
         tty: bool,
         #[arg(long)]
         console_socket: Option<PathBuf>,
+        /// Pass descriptors 3..3+N into the process.
+        #[arg(long, default_value_t = 0)]
+        preserve_fds: u32,
     },
     /// Freeze every process of a container.
     Pause { id: String },
@@ -167,6 +174,26 @@ enum Command {
         #[arg(long)]
         rootless: bool,
     },
+}
+
+/// runc's create/run flags that change how init sets up.
+#[derive(Debug, Clone, Copy, Args)]
+struct LaunchFlags {
+    /// Pass descriptors 3..3+N into the container.
+    #[arg(long, default_value_t = 0)]
+    preserve_fds: u32,
+    /// Move the rootfs over / instead of pivot_root (for ramfs roots).
+    #[arg(long)]
+    no_pivot: bool,
+    /// Keep the caller's session keyring instead of creating one.
+    #[arg(long)]
+    no_new_keyring: bool,
+}
+
+impl From<LaunchFlags> for Launch {
+    fn from(f: LaunchFlags) -> Launch {
+        Launch { preserve_fds: f.preserve_fds, no_pivot: f.no_pivot, no_new_keyring: f.no_new_keyring }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -362,16 +389,24 @@ fn execute(cli: &Cli) -> Result<u8> {
     }
     let rt = Runtime::new(&cli.root);
     match &cli.command {
-        Command::Create { id, bundle, pid_file, console_socket } => {
+        Command::Create { id, bundle, pid_file, console_socket, launch } => {
             rt.create(
                 id,
                 bundle,
-                &CreateOptions { pid_file: pid_file.clone(), console_socket: console_socket.clone() },
+                &CreateOptions {
+                    pid_file: pid_file.clone(),
+                    console_socket: console_socket.clone(),
+                    launch: (*launch).into(),
+                },
             )?;
         }
         Command::Start { id } => rt.start(id)?,
-        Command::Run { id, bundle, pid_file, detach, console_socket } => {
-            let options = CreateOptions { pid_file: pid_file.clone(), console_socket: console_socket.clone() };
+        Command::Run { id, bundle, pid_file, detach, console_socket, launch } => {
+            let options = CreateOptions {
+                pid_file: pid_file.clone(),
+                console_socket: console_socket.clone(),
+                launch: (*launch).into(),
+            };
             if !detach {
                 if console_socket.is_some() {
                     return Err(Error::Unsupported {
@@ -395,7 +430,7 @@ fn execute(cli: &Cli) -> Result<u8> {
                 (ListFormat::Table, false) => print_table(&states),
             }
         }
-        Command::Exec { id, process, detach, pid_file, console_socket, .. } => {
+        Command::Exec { id, process, detach, pid_file, console_socket, preserve_fds, .. } => {
             let process = match process {
                 Some(path) => {
                     let value = read_json(path)?;
@@ -406,7 +441,8 @@ fn execute(cli: &Cli) -> Result<u8> {
                 }
                 None => exec_process(&rt, &cli.command, id)?,
             };
-            let options = CreateOptions { pid_file: pid_file.clone(), console_socket: console_socket.clone() };
+            let launch = Launch { preserve_fds: *preserve_fds, ..Launch::default() };
+            let options = CreateOptions { pid_file: pid_file.clone(), console_socket: console_socket.clone(), launch };
             // The process is orphaned by its forking stage: be its reaper.
             nix::sys::prctl::set_child_subreaper(true).map_err(|errno| Error::Syscall {
                 op: "become child subreaper",

@@ -369,18 +369,19 @@ pub(crate) fn create_devices(spec: &Spec, root: &OwnedFd) -> Result<()> {
 }
 
 /// Makes the rootfs the process's `/`, detaching the old root.
-pub(crate) fn pivot(rootfs: &Path) -> Result<()> {
+pub(crate) fn pivot(rootfs: &Path, no_pivot: bool) -> Result<()> {
     let new_root = nix::fcntl::open(rootfs, OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(sys("open rootfs", rootfs))?;
     nix::unistd::fchdir(&new_root).map_err(sys("chdir", rootfs))?;
-    match nix::unistd::pivot_root(".", ".") {
+    let pivoted = if no_pivot { Err(Errno::EINVAL) } else { nix::unistd::pivot_root(".", ".") };
+    match pivoted {
         Ok(()) => {
             // The old root is now stacked under "."; detach it without touching the host.
             mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
                 .map_err(sys("make old root rslave", "/"))?;
             umount2(".", MntFlags::MNT_DETACH).map_err(sys("detach old root", "/"))?;
         }
-        // pivot_root cannot leave a rootfs on ramfs: move it over / and chroot.
+        // pivot_root cannot leave a rootfs on ramfs (or --no-pivot): move it over / and chroot.
         Err(Errno::EINVAL) => {
             mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
                 .map_err(sys("move rootfs to /", rootfs))?;

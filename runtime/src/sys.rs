@@ -104,6 +104,28 @@ pub(crate) fn reset_signals() {
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
+/// Marks every descriptor from `first` up close-on-exec, so nothing the
+/// runtime's caller left open leaks into the container (runc does the same).
+pub(crate) fn close_fds_on_exec_from(first: i32) {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else { return };
+    let fds: Vec<i32> =
+        entries.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).filter(|fd| *fd >= first).collect();
+    for fd in fds {
+        // SAFETY: F_SETFD with FD_CLOEXEC only changes a flag; closed or
+        // invalid descriptors just fail with EBADF.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+}
+
+/// Joins a new session keyring named `name`, so containers do not share the
+/// caller's keys. Kernels without keyrings (ENOSYS) or refusing it are fine.
+pub(crate) fn join_session_keyring(name: &str) {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    let Ok(name) = CString::new(name) else { return };
+    // SAFETY: keyctl reads a valid C string we own.
+    unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
+}
+
 /// TIOCSWINSZ on a terminal.
 pub(crate) fn set_window_size(fd: &impl AsRawFd, size: &nix::pty::Winsize) -> Result<(), Errno> {
     // SAFETY: TIOCSWINSZ reads one struct winsize from a valid pointer.

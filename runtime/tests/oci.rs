@@ -881,3 +881,25 @@ fn oom_score_adj_applies_and_is_clamped_without_cap_sys_resource() {
     assert_eq!(code, 0, "{err}");
     assert!(out.trim() == "-500" || err.contains("oomScoreAdj -500 kept"), "{out} / {err}");
 }
+
+#[test]
+fn descriptors_pass_only_with_preserve_fds_and_no_pivot_works() {
+    let b = Bundle::new().script("ls /proc/self/fd | grep -c .");
+    let bundle = b.write();
+    let state = b.dir.path().join("state");
+    let run = |extra: &str, id: &str| {
+        // fd 3 is open (not close-on-exec) in bulkhead-oci's caller.
+        let script = format!(
+            "exec 3</etc/hostname; {} --root {} run {extra} --bundle {bundle} {id}",
+            env!("CARGO_BIN_EXE_bulkhead-oci"),
+            state.display()
+        );
+        let out = Command::new("/bin/sh").args(["-c", &script]).stdin(Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).trim().parse::<u32>().unwrap()
+    };
+    // ls sees 0, 1, 2 and its own directory descriptor; plus 3 when passed.
+    assert_eq!(run("", "c1"), 4, "a stray descriptor does not leak into the container");
+    assert_eq!(run("--preserve-fds 1", "c2"), 5, "--preserve-fds 1 passes fd 3");
+    assert_eq!(run("--no-pivot", "c3"), 4, "--no-pivot runs too");
+}
