@@ -137,3 +137,74 @@ pub(crate) fn set_controlling_terminal(fd: &impl AsRawFd) -> Result<(), Errno> {
     // SAFETY: TIOCSCTTY takes an integer argument.
     Errno::result(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) }).map(drop)
 }
+
+/// bpf(2) with BPF_PROG_LOAD for a BPF_PROG_TYPE_CGROUP_DEVICE program.
+pub(crate) fn bpf_load_cgroup_device(
+    prog: &[crate::cgroups::devices_bpf::Insn],
+) -> Result<std::os::fd::OwnedFd, Errno> {
+    use std::os::fd::FromRawFd;
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+    #[repr(C)]
+    #[derive(Default)]
+    struct ProgLoad {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+        prog_name: [u8; 16],
+        prog_ifindex: u32,
+        expected_attach_type: u32,
+    }
+    let license = c"Apache";
+    let mut name = [0u8; 16];
+    name[..8].copy_from_slice(b"bulkhead");
+    let attr = ProgLoad {
+        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+        insn_cnt: prog.len() as u32,
+        insns: prog.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        prog_name: name,
+        ..ProgLoad::default()
+    };
+    // SAFETY: `attr` is a valid bpf_attr prefix for BPF_PROG_LOAD whose pointers
+    // (instructions, license) outlive the call; its size is passed along.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &attr as *const ProgLoad, std::mem::size_of::<ProgLoad>())
+    };
+    let fd = Errno::result(fd)?;
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// bpf(2) with BPF_PROG_ATTACH of a device program to a cgroup, replacing
+/// the single program attached before (no BPF_F_ALLOW_MULTI).
+pub(crate) fn bpf_attach_cgroup_device(cgroup_fd: i32, prog_fd: i32) -> Result<(), Errno> {
+    const BPF_PROG_ATTACH: libc::c_long = 8;
+    const BPF_CGROUP_DEVICE: u32 = 6;
+    #[repr(C)]
+    struct Attach {
+        target_fd: u32,
+        attach_bpf_fd: u32,
+        attach_type: u32,
+        attach_flags: u32,
+        replace_bpf_fd: u32,
+    }
+    let attr = Attach {
+        target_fd: cgroup_fd as u32,
+        attach_bpf_fd: prog_fd as u32,
+        attach_type: BPF_CGROUP_DEVICE,
+        attach_flags: 0,
+        replace_bpf_fd: 0,
+    };
+    // SAFETY: `attr` is a valid bpf_attr prefix for BPF_PROG_ATTACH; its size is passed along.
+    Errno::result(unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_PROG_ATTACH, &attr as *const Attach, std::mem::size_of::<Attach>())
+    })
+    .map(drop)
+}

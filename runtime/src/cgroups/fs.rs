@@ -456,11 +456,8 @@ impl Cgroup {
         for h in r.hugepage_limits().iter().flatten() {
             Self::write(dir, &format!("hugetlb.{}.max", h.page_size()), &max_or(h.limit()))?;
         }
-        if r.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-            return Err(Error::Unsupported {
-                field: "linux.resources.devices".into(),
-                what: "device rules on cgroup v2 (an eBPF device program)".into(),
-            });
+        if let Some(rules) = r.devices().as_ref().filter(|d| !d.is_empty()) {
+            super::devices_bpf::apply(dir, rules)?;
         }
         for (key, value) in r.unified().iter().flatten() {
             if key.contains('/') || key.starts_with('.') {

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub(crate) mod devices_bpf;
 pub mod fs;
 
 pub use fs::{Cgroup, Stats};
