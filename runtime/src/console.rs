@@ -16,6 +16,18 @@ use nix::sys::stat::Mode;
 use oci_spec::runtime::Process;
 
 use crate::error::sys;
+
+/// Makes `/dev/console` the container's terminal (runtime-spec: bind the
+/// pty slave there when `process.terminal` is set). Called after pivot_root.
+pub(crate) fn bind_dev_console(slave: &str) -> Result<()> {
+    let console = "/dev/console";
+    match std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(console) {
+        Ok(_) => {}
+        Err(source) => return Err(Error::Read { path: console.into(), source }),
+    }
+    nix::mount::mount(Some(slave), console, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
+        .map_err(sys("bind the terminal on /dev/console", console))
+}
 use crate::{Error, Result};
 
 /// Connects to the console socket; done before pivot_root, while its path
@@ -25,8 +37,9 @@ pub(crate) fn connect(path: &Path) -> Result<UnixStream> {
 }
 
 /// Makes a pty in the container's devpts, sends its master over `socket`,
-/// and makes the slave the caller's stdio and controlling terminal.
-pub(crate) fn attach(socket: UnixStream, process: &Process) -> Result<()> {
+/// and makes the slave the caller's stdio and controlling terminal; returns
+/// the slave's path.
+pub(crate) fn attach(socket: UnixStream, process: &Process) -> Result<String> {
     let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .map_err(sys("open /dev/ptmx", "/dev/ptmx"))?;
     nix::pty::grantpt(&master).map_err(sys("grantpt", "/dev/ptmx"))?;
@@ -60,5 +73,5 @@ pub(crate) fn attach(socket: UnixStream, process: &Process) -> Result<()> {
     nix::unistd::dup2_stdin(&slave).map_err(sys("dup pty onto stdin", &name))?;
     nix::unistd::dup2_stdout(&slave).map_err(sys("dup pty onto stdout", &name))?;
     nix::unistd::dup2_stderr(&slave).map_err(sys("dup pty onto stderr", &name))?;
-    Ok(())
+    Ok(name)
 }

@@ -360,6 +360,10 @@ fn setup(
     drop(root);
     rootfs::pivot(&bundle.rootfs, no_pivot)?;
     rootfs::sysctls(spec)?;
+    if let Some(socket) = console {
+        let slave = crate::console::attach(socket, &process)?;
+        crate::console::bind_dev_console(&slave)?;
+    }
     rootfs::finish(spec)?;
     if let Some(hostname) = spec.hostname().as_ref().filter(|h| !h.is_empty()) {
         nix::unistd::sethostname(hostname).map_err(sys("sethostname", "hostname"))?;
@@ -374,9 +378,6 @@ fn setup(
             oci_spec::runtime::LinuxPersonalityDomain::PerLinux32 => Persona::from_bits_retain(0x0008),
         };
         nix::sys::personality::set(domain).map_err(sys("personality", "linux.personality"))?;
-    }
-    if let Some(socket) = console {
-        crate::console::attach(socket, &process)?;
     }
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
     Ok(Ready { fifo: fifo_fd, process: prepare_process(&process, seccomp)? })

@@ -159,11 +159,15 @@ enum Command {
         #[arg(long)]
         pids_limit: Option<i64>,
     },
-    /// Print resource usage (only --stats: one sample).
+    /// Print resource usage: one sample with --stats, else a stream of
+    /// stats and OOM events (one JSON object a line) until the container stops.
     Events {
         id: String,
         #[arg(long)]
         stats: bool,
+        /// Seconds between samples in the stream.
+        #[arg(long, default_value = "5")]
+        interval: u64,
     },
     /// Print what this runtime implements (runtime-spec features.md).
     Features,
@@ -306,6 +310,23 @@ pub fn features() -> serde_json::Value {
         "annotations": {
             "io.github.seccomp.libseccomp.version": libseccomp,
             "org.opencontainers.runtime-spec.version": "1.2.0"
+        }
+    })
+}
+
+/// runc's stats event, with the OOM kill count and working set added.
+fn stats_event(id: &str, s: &crate::cgroups::Stats) -> serde_json::Value {
+    serde_json::json!({
+        "type": "stats",
+        "id": id,
+        "data": {
+            "cpu": {"usage": {"total": s.cpu_usage_ns}},
+            "memory": {
+                "usage": {"usage": s.memory_usage, "limit": s.memory_limit},
+                "workingSet": s.memory_working_set,
+                "oomKills": s.oom_kills
+            },
+            "pids": {"current": s.pids_current, "limit": s.pids_limit}
         }
     })
 }
@@ -485,20 +506,28 @@ fn execute(cli: &Cli) -> Result<u8> {
                 })?;
             rt.update(id, &resources)?;
         }
-        Command::Events { id, stats } => {
-            if !stats {
-                return Err(Error::Unsupported { field: "events".into(), what: "event streams (use --stats)".into() });
+        Command::Events { id, stats, interval } => {
+            if *stats {
+                print_json(&stats_event(id, &rt.stats(id)?))?;
+                return Ok(0);
             }
-            let s = rt.stats(id)?;
-            print_json(&serde_json::json!({
-                "type": "stats",
-                "id": id,
-                "data": {
-                    "cpu": {"usage": {"total": s.cpu_usage_ns}},
-                    "memory": {"usage": {"usage": s.memory_usage, "limit": s.memory_limit}, "workingSet": s.memory_working_set, "oomKills": s.oom_kills},
-                    "pids": {"current": s.pids_current, "limit": s.pids_limit}
+            // A stream: a stats line each interval, an oom line when the OOM count grows.
+            let mut ooms = rt.stats(id)?.oom_kills.unwrap_or(0);
+            let tick = std::time::Duration::from_millis(100);
+            let mut since_stats = std::time::Duration::from_secs(*interval);
+            while rt.state(id).is_ok_and(|s| s.status != crate::container::Status::Stopped) {
+                let s = rt.stats(id)?;
+                if s.oom_kills.unwrap_or(0) > ooms {
+                    ooms = s.oom_kills.unwrap_or(0);
+                    emit(&serde_json::json!({"type": "oom", "id": id}).to_string());
                 }
-            }))?;
+                if since_stats >= std::time::Duration::from_secs(*interval) {
+                    emit(&stats_event(id, &s).to_string());
+                    since_stats = std::time::Duration::ZERO;
+                }
+                std::thread::sleep(tick);
+                since_stats += tick;
+            }
         }
         Command::Spec { bundle, rootless } => {
             if *rootless {

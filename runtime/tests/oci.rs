@@ -473,9 +473,22 @@ fn a_memory_limit_oom_kills_an_allocation_above_it_and_the_oom_is_reported() {
     assert_eq!(std::fs::read_to_string(out.join("result")).unwrap().trim(), "rc=137", "SIGKILLed by the OOM killer");
     let stats = b.stats("c1");
     assert!(stats["memory"]["oomKills"].as_u64().unwrap() >= 1, "{stats}");
+    // The event stream ends when the container does, with stats lines on the way.
+    let stream = Command::new(env!("CARGO_BIN_EXE_bulkhead-oci"))
+        .arg("--root")
+        .arg(b.dir.path().join("state"))
+        .args(["events", "--interval", "1", "c1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(b.cmd(&["kill", "c1", "KILL"]).status.success());
+    reap(pid);
+    let events = text(&stream.wait_with_output().unwrap().stdout);
+    let first: Value = serde_json::from_str(events.lines().next().unwrap()).unwrap();
+    assert_eq!(first["type"], "stats", "{events}");
     assert_eq!(stats["memory"]["usage"]["limit"], 33554432);
     assert!(b.cmd(&["delete", "--force", "c1"]).status.success());
-    reap(pid);
     assert!(!b.cgroup_dir("memory").exists(), "the cgroup is removed with the container");
 }
 
@@ -775,7 +788,7 @@ fn read_until(pty: &mut std::fs::File, needle: &str) -> String {
 
 #[test]
 fn a_terminal_is_sent_over_the_console_socket_for_init_and_exec() {
-    let mut b = Bundle::new().script("tty; stty size; echo init-says-hi; sleep 300");
+    let mut b = Bundle::new().script("tty; stty size; echo console > /dev/console; echo init-says-hi; sleep 300");
     b.config["process"]["terminal"] = json!(true);
     b.config["process"]["consoleSize"] = json!({"height": 40, "width": 132});
     let bundle = b.write();
@@ -789,6 +802,7 @@ fn a_terminal_is_sent_over_the_console_socket_for_init_and_exec() {
     let seen = read_until(&mut master, "init-says-hi");
     assert!(seen.contains("/dev/pts/0") && seen.contains("init-says-hi"), "{seen:?}");
     assert!(seen.contains("40 132"), "consoleSize applied: {seen:?}");
+    assert!(seen.contains("console\r\n"), "/dev/console is the terminal: {seen:?}");
 
     let pid_file = b.dir.path().join("exec.pid");
     let out = b.cmd(&[
