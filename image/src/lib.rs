@@ -7,8 +7,12 @@
 //! runtime core, and must never write outside its own directory under the
 //! bulkhead root.
 
+mod digest;
 mod error;
 mod metadata;
+pub mod reference;
 
+pub use digest::{Algorithm, Digest};
 pub use error::{Error, Result};
 pub use metadata::{ImageRecord, Images};
+pub use reference::Reference;
