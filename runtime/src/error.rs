@@ -41,6 +41,8 @@ pub enum Error {
     },
     #[error("{field} ({path}): {message}")]
     Hook { field: String, path: PathBuf, message: String },
+    #[error(transparent)]
+    Confine(#[from] bulkhead_confine::Error),
     #[error("containers are only spawned from a single-threaded process; this one has {threads} threads")]
     MultiThreaded { threads: usize },
 }

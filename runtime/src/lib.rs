@@ -19,7 +19,6 @@ mod init;
 mod lsm;
 pub mod mountinfo;
 pub mod oci_cli;
-pub mod resolve;
 mod rootfs;
 mod seccomp;
 pub mod single_thread;

@@ -14,9 +14,9 @@ use oci_spec::runtime::{LinuxDeviceType, LinuxNamespaceType, Mount, Spec};
 
 use crate::cgroups::Cgroup;
 use crate::error::sys;
-use crate::resolve::{self, fd_path};
 use crate::spec::Bundle;
 use crate::{Error, Result};
+use bulkhead_confine::{self as resolve, fd_path};
 
 /// Mount options split into flags, propagation and filesystem data, as
 /// mount(8) reads them.

@@ -1,9 +1,11 @@
-//! Paths inside a container's root, resolved as if the root were `/`.
+//! Paths inside a root — a container's rootfs, an image layer being
+//! unpacked — resolved as if the root were `/`.
 //! Every lookup goes through openat2(2) with `RESOLVE_IN_ROOT`: `..` stops
 //! at the root and an absolute symlink such as `etc -> /etc` lands on the
 //! rootfs's `etc`, never the host's. Callers then act on the returned file
 //! descriptor (or its `/proc/self/fd/N` path), not on a path that could be
-//! swapped underneath them.
+//! swapped underneath them. This crate owns nothing else: no policy, no
+//! knowledge of containers or images.
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -13,8 +15,21 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::{Mode, mkdirat};
 
-use crate::error::sys;
-use crate::{Error, Result};
+/// A failed lookup or creation inside a root, naming the path.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {path}: {errno}")]
+pub struct Error {
+    pub op: &'static str,
+    pub path: PathBuf,
+    pub errno: Errno,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn sys(op: &'static str, path: &Path) -> impl FnOnce(Errno) -> Error {
+    let path = path.to_owned();
+    move |errno| Error { op, path, errno }
+}
 
 fn how(flags: OFlag) -> OpenHow {
     OpenHow::new()
@@ -43,13 +58,13 @@ pub fn mkdir_all(root: impl AsFd, path: &Path) -> Result<OwnedFd> {
         done.push(component);
         dir = match open(root, &done, OFlag::O_PATH | OFlag::O_DIRECTORY) {
             Ok(fd) => fd,
-            Err(Error::Syscall { errno: Errno::ENOENT, .. }) => {
+            Err(Error { errno: Errno::ENOENT, .. }) => {
                 let name: &OsStr = component.as_os_str();
                 // The parent was resolved in the root; create the last name in it.
                 let parent = open(root, done.parent().unwrap_or(Path::new("")), OFlag::O_DIRECTORY)?;
                 match mkdirat(&parent, name, Mode::from_bits_truncate(0o755)) {
                     Ok(()) | Err(Errno::EEXIST) => {}
-                    Err(errno) => return Err(Error::Syscall { op: "mkdir in root", path: done.clone(), errno }),
+                    Err(errno) => return Err(Error { op: "mkdir in root", path: done.clone(), errno }),
                 }
                 open(root, &done, OFlag::O_PATH | OFlag::O_DIRECTORY)?
             }
@@ -65,15 +80,12 @@ pub fn create_file(root: impl AsFd, path: &Path) -> Result<OwnedFd> {
     let root = root.as_fd();
     match open(root, path, OFlag::O_PATH) {
         Ok(fd) => return Ok(fd),
-        Err(Error::Syscall { errno: Errno::ENOENT, .. }) => {}
+        Err(Error { errno: Errno::ENOENT, .. }) => {}
         Err(e) => return Err(e),
     }
     let rel = relative(path);
-    let name = rel.file_name().ok_or_else(|| Error::Syscall {
-        op: "create in root",
-        path: path.to_owned(),
-        errno: Errno::EINVAL,
-    })?;
+    let name =
+        rel.file_name().ok_or_else(|| Error { op: "create in root", path: path.to_owned(), errno: Errno::EINVAL })?;
     // An O_PATH directory descriptor serves as the dirfd of openat.
     let parent = mkdir_all(root, rel.parent().unwrap_or(Path::new("")))?;
     match nix::fcntl::openat(
@@ -83,7 +95,7 @@ pub fn create_file(root: impl AsFd, path: &Path) -> Result<OwnedFd> {
         Mode::from_bits_truncate(0o644),
     ) {
         Ok(_) | Err(Errno::EEXIST) => {}
-        Err(errno) => return Err(Error::Syscall { op: "create in root", path: path.to_owned(), errno }),
+        Err(errno) => return Err(Error { op: "create in root", path: path.to_owned(), errno }),
     }
     open(root, path, OFlag::O_PATH)
 }
