@@ -51,7 +51,13 @@ pub fn open(root: impl AsFd, path: &Path, flags: OFlag) -> Result<OwnedFd> {
 /// Opens the directory `path` inside `root`, creating it and any missing
 /// parents (mode 0755) inside the root.
 pub fn mkdir_all(root: impl AsFd, path: &Path) -> Result<OwnedFd> {
-    let root = root.as_fd();
+    mkdir_all_within(root.as_fd(), path, MAX_SYMLINKS)
+}
+
+/// How many dangling symlinks one lookup may follow (as the kernel's ELOOP limit).
+const MAX_SYMLINKS: u32 = 40;
+
+fn mkdir_all_within(root: std::os::fd::BorrowedFd<'_>, path: &Path, budget: u32) -> Result<OwnedFd> {
     let mut done = PathBuf::new();
     let mut dir = open(root, &done, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
     for component in relative(path).components() {
@@ -61,9 +67,22 @@ pub fn mkdir_all(root: impl AsFd, path: &Path) -> Result<OwnedFd> {
             Err(Error { errno: Errno::ENOENT, .. }) => {
                 let name: &OsStr = component.as_os_str();
                 // The parent was resolved in the root; create the last name in it.
-                let parent = open(root, done.parent().unwrap_or(Path::new("")), OFlag::O_DIRECTORY)?;
+                let parent_path = done.parent().unwrap_or(Path::new("")).to_owned();
+                let parent = open(root, &parent_path, OFlag::O_DIRECTORY)?;
                 match mkdirat(&parent, name, Mode::from_bits_truncate(0o755)) {
-                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Ok(()) => {}
+                    // A dangling symlink: create what it points at, inside the root.
+                    Err(Errno::EEXIST) => {
+                        if let Ok(target) = nix::fcntl::readlinkat(&parent, name) {
+                            if budget == 0 {
+                                return Err(Error { op: "mkdir in root", path: done.clone(), errno: Errno::ELOOP });
+                            }
+                            let target = Path::new(&target);
+                            let within =
+                                if target.is_absolute() { target.to_owned() } else { parent_path.join(target) };
+                            mkdir_all_within(root, &within, budget - 1)?;
+                        }
+                    }
                     Err(errno) => return Err(Error { op: "mkdir in root", path: done.clone(), errno }),
                 }
                 open(root, &done, OFlag::O_PATH | OFlag::O_DIRECTORY)?

@@ -3,6 +3,10 @@
 pub enum Error {
     #[error("invalid image reference {reference:?}: {reason}")]
     InvalidReference { reference: String, reason: String },
+    #[error("layer entry {path}: {reason}")]
+    Layer { path: std::path::PathBuf, reason: String },
+    #[error("unsupported media type {media_type:?}")]
+    UnsupportedMediaType { media_type: String },
     #[error("invalid digest {digest:?}: {reason}")]
     InvalidDigest { digest: String, reason: String },
     #[error("image metadata: {0}")]

@@ -11,6 +11,7 @@ mod digest;
 mod error;
 mod metadata;
 pub mod reference;
+pub mod unpack;
 
 pub use digest::{Algorithm, Digest};
 pub use error::{Error, Result};
