@@ -3,6 +3,17 @@
 pub enum Error {
     #[error("invalid image reference {reference:?}: {reason}")]
     InvalidReference { reference: String, reason: String },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("blob {digest} not found in the content store")]
+    BlobNotFound { digest: crate::Digest },
+    #[error("blob {digest} failed verification: {reason}")]
+    BlobMismatch { digest: crate::Digest, reason: String },
     #[error("layer entry {path}: {reason}")]
     Layer { path: std::path::PathBuf, reason: String },
     #[error("unsupported media type {media_type:?}")]

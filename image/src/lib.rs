@@ -7,12 +7,14 @@
 //! runtime core, and must never write outside its own directory under the
 //! bulkhead root.
 
+pub mod content;
 mod digest;
 mod error;
 mod metadata;
 pub mod reference;
 pub mod unpack;
 
+pub use content::ContentStore;
 pub use digest::{Algorithm, Digest};
 pub use error::{Error, Result};
 pub use metadata::{ImageRecord, Images};
