@@ -1,9 +1,10 @@
 //! The image store of bulkhead (image-spec 1.x and Docker v2): it owns image
 //! references, the registry client, the content store of blobs by digest,
 //! layer unpacking into overlayfs snapshots, garbage collection, and the
-//! durable image metadata that the CRI `ImageService` reports. Today it holds
-//! the metadata records ([`Images`]); pulling lands with the image-store
-//! issue. It must not depend on the CRI server, the network layer or the
+//! durable image metadata that the CRI `ImageService` reports. Built so far:
+//! references and digests, the content store, layer unpacking, and the
+//! metadata records; the registry client, snapshots and the ImageService
+//! come next. It must not depend on the CRI server, the network layer or the
 //! runtime core, and must never write outside its own directory under the
 //! bulkhead root.
 
