@@ -50,11 +50,35 @@ impl Compression {
 }
 
 /// What an unpack wrote.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unpacked {
     pub entries: u64,
     /// Bytes of file content written.
     pub bytes: u64,
+    /// The digest of the uncompressed tar stream: the layer's diff ID.
+    pub diff_id: crate::Digest,
+}
+
+/// Hashes the uncompressed stream as the tar reader consumes it.
+struct Hashing<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The chain ID of a layer stack (image-spec): the first layer's diff ID,
+/// then sha256("<parent chain ID> <diff ID>") for each layer above it.
+pub fn chain_id(diff_ids: &[crate::Digest]) -> Option<crate::Digest> {
+    let mut ids = diff_ids.iter();
+    let first = ids.next()?.clone();
+    Some(ids.fold(first, |chain, diff| crate::Digest::sha256_of(format!("{chain} {diff}").as_bytes())))
 }
 
 fn layer_err(path: &Path, reason: impl Into<String>) -> Error {
@@ -92,17 +116,24 @@ struct Target {
     path: PathBuf,
 }
 
-/// Unpacks `layer` (compressed as `compression`) into `dest`.
-pub fn unpack(layer: impl Read, compression: Compression, dest: &Path) -> Result<Unpacked> {
-    let reader: Box<dyn Read> = match compression {
+/// Unpacks `layer` (compressed as `compression`) into `dest`; when
+/// `diff_id` is given, the uncompressed stream must hash to it.
+pub fn unpack(
+    layer: impl Read,
+    compression: Compression,
+    dest: &Path,
+    diff_id: Option<&crate::Digest>,
+) -> Result<Unpacked> {
+    let decompressed: Box<dyn Read> = match compression {
         Compression::None => Box::new(layer),
         Compression::Gzip => Box::new(flate2::read::GzDecoder::new(layer)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(layer).map_err(io_err(dest))?),
     };
     let root = nix::fcntl::open(dest, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(sys_err(dest, "open snapshot"))?;
+    let reader = Hashing { inner: decompressed, hasher: sha2::Digest::new() };
     let mut archive = tar::Archive::new(reader);
-    let mut stats = Unpacked::default();
+    let mut stats = Unpacked { entries: 0, bytes: 0, diff_id: crate::Digest::sha256_of(b"") };
     let mut dirs: Vec<(PathBuf, tar::Header)> = Vec::new();
     for entry in archive.entries().map_err(io_err(dest))? {
         let mut entry = entry.map_err(|e| layer_err(dest, format!("corrupt layer: {e}")))?;
@@ -204,6 +235,19 @@ pub fn unpack(layer: impl Read, compression: Compression, dest: &Path) -> Result
         let name = PathBuf::from(path.file_name().unwrap_or(OsStr::new(".")));
         let mode = Mode::from_bits_truncate(header.mode().map_err(io_err(&path))? & 0o7777);
         set_metadata(&Target { parent, name, path: path.clone() }, &header, mode)?;
+    }
+    // The diff ID covers the whole stream, padding after the archive included.
+    let mut reader = archive.into_inner();
+    io::copy(&mut reader, &mut io::sink()).map_err(|e| layer_err(dest, format!("corrupt layer: {e}")))?;
+    let hex = hex::encode(sha2::Digest::finalize(reader.hasher));
+    stats.diff_id = format!("sha256:{hex}").parse()?;
+    if let Some(expected) = diff_id
+        && expected != &stats.diff_id
+    {
+        return Err(layer_err(
+            dest,
+            format!("the uncompressed layer is {}, not the diff ID {expected}", stats.diff_id),
+        ));
     }
     Ok(stats)
 }
@@ -308,4 +352,18 @@ fn set_metadata(t: &Target, header: &tar::Header, mode: Mode) -> Result<()> {
     nix::sys::stat::utimensat(&t.parent, &t.name, &ts, &ts, UtimensatFlags::NoFollowSymlink)
         .map_err(sys_err(&t.path, "set times"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_image_spec() {
+        let a = crate::Digest::sha256_of(b"a");
+        let b = crate::Digest::sha256_of(b"b");
+        assert_eq!(chain_id(&[]), None);
+        assert_eq!(chain_id(std::slice::from_ref(&a)), Some(a.clone()));
+        assert_eq!(chain_id(&[a.clone(), b.clone()]), Some(crate::Digest::sha256_of(format!("{a} {b}").as_bytes())));
+    }
 }

@@ -65,7 +65,13 @@ fn rich_layer() -> Vec<u8> {
 #[test]
 fn every_entry_kind_keeps_its_metadata() {
     let dest = tempfile::tempdir().unwrap();
-    let stats = unpack(rich_layer().as_slice(), Compression::None, dest.path()).unwrap();
+    let layer = rich_layer();
+    let stats = unpack(layer.as_slice(), Compression::None, dest.path(), None).unwrap();
+    assert_eq!(
+        stats.diff_id,
+        bulkhead_image::Digest::sha256_of(&layer),
+        "the diff ID is the uncompressed stream's digest"
+    );
     assert_eq!(stats.entries, 9, "the pax record is folded into its entry");
     let d = dest.path();
     let passwd = std::fs::symlink_metadata(d.join("etc/passwd")).unwrap();
@@ -95,7 +101,7 @@ fn whiteouts_become_overlayfs_whiteouts_and_opaque_dirs() {
     add(&mut b, header("b/.wh..wh..opq", tar::EntryType::Regular, 0o600, 0), b"");
     add(&mut b, header("b/kept", tar::EntryType::Regular, 0o644, 0), b"new");
     let dest = tempfile::tempdir().unwrap();
-    unpack(b.into_inner().unwrap().as_slice(), Compression::None, dest.path()).unwrap();
+    unpack(b.into_inner().unwrap().as_slice(), Compression::None, dest.path(), None).unwrap();
     let gone = std::fs::symlink_metadata(dest.path().join("a/gone")).unwrap();
     assert!(gone.file_type().is_char_device() && gone.rdev() == 0, "a 0:0 character device");
     assert!(!dest.path().join("a/.wh.gone").exists());
@@ -112,16 +118,23 @@ fn gzip_and_zstd_layers_unpack_the_same() {
     let zst = zstd::stream::encode_all(plain.as_slice(), 3).unwrap();
     for (bytes, c) in [(gz.finish().unwrap(), Compression::Gzip), (zst, Compression::Zstd)] {
         let dest = tempfile::tempdir().unwrap();
-        unpack(bytes.as_slice(), c, dest.path()).unwrap();
+        let diff_id = bulkhead_image::Digest::sha256_of(&plain);
+        unpack(bytes.as_slice(), c, dest.path(), Some(&diff_id)).unwrap();
         assert_eq!(
             std::fs::read_to_string(dest.path().join("etc/passwd")).unwrap(),
             "root:x:0:0::/root:/bin/sh\n",
             "{c:?}"
         );
     }
+    let dest = tempfile::tempdir().unwrap();
+    let wrong = bulkhead_image::Digest::sha256_of(b"not this layer");
+    let err = unpack(plain.as_slice(), Compression::None, dest.path(), Some(&wrong)).unwrap_err().to_string();
+    assert!(err.contains("not the diff ID"), "{err}");
     let corrupt = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3];
     let dest = tempfile::tempdir().unwrap();
-    assert!(unpack(corrupt.as_slice(), Compression::Gzip, dest.path()).unwrap_err().to_string().contains("corrupt"));
+    assert!(
+        unpack(corrupt.as_slice(), Compression::Gzip, dest.path(), None).unwrap_err().to_string().contains("corrupt")
+    );
 }
 
 #[test]
@@ -157,7 +170,7 @@ fn layers_that_try_to_escape_are_refused_and_write_nothing_outside() {
     ];
     for (layer, why) in cases {
         let dest = tempfile::tempdir().unwrap();
-        let err = unpack(layer.as_slice(), Compression::None, dest.path()).unwrap_err().to_string();
+        let err = unpack(layer.as_slice(), Compression::None, dest.path(), None).unwrap_err().to_string();
         assert!(err.contains(why), "{err}");
     }
     // A symlink aimed at the host, then a write through it: it lands inside.
@@ -167,7 +180,7 @@ fn layers_that_try_to_escape_are_refused_and_write_nothing_outside() {
     link(&mut b, "up", tar::EntryType::Symlink, "../../../../..");
     add(&mut b, header("up/pwned2", tar::EntryType::Regular, 0o644, 0), b"x");
     let dest = tempfile::tempdir().unwrap();
-    unpack(b.into_inner().unwrap().as_slice(), Compression::None, dest.path()).unwrap();
+    unpack(b.into_inner().unwrap().as_slice(), Compression::None, dest.path(), None).unwrap();
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "nothing written outside the snapshot");
     assert!(dest.path().join(target.trim_start_matches('/')).join("pwned").exists(), "resolved inside the snapshot");
     assert!(dest.path().join("pwned2").exists());
@@ -183,7 +196,7 @@ fn an_entry_replaces_what_the_layer_wrote_before_it() {
     add(&mut b, header("y/deep", tar::EntryType::Regular, 0o644, 0), b"d");
     add(&mut b, header("y", tar::EntryType::Regular, 0o644, 0), b"now a file");
     let dest = tempfile::tempdir().unwrap();
-    unpack(b.into_inner().unwrap().as_slice(), Compression::None, dest.path()).unwrap();
+    unpack(b.into_inner().unwrap().as_slice(), Compression::None, dest.path(), None).unwrap();
     assert_eq!(std::fs::read_to_string(dest.path().join("x/inner")).unwrap(), "in");
     assert_eq!(std::fs::read_to_string(dest.path().join("y")).unwrap(), "now a file");
 }
