@@ -14,6 +14,8 @@ pub enum Error {
     BlobNotFound { digest: crate::Digest },
     #[error("blob {digest} failed verification: {reason}")]
     BlobMismatch { digest: crate::Digest, reason: String },
+    #[error("{op} at {target}: {errno}")]
+    Mount { op: &'static str, target: std::path::PathBuf, errno: nix::errno::Errno },
     #[error("layer entry {path}: {reason}")]
     Layer { path: std::path::PathBuf, reason: String },
     #[error("unsupported media type {media_type:?}")]

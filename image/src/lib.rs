@@ -13,6 +13,8 @@ mod digest;
 mod error;
 mod metadata;
 pub mod reference;
+pub mod snapshot;
+mod sys;
 pub mod unpack;
 
 pub use content::ContentStore;
@@ -20,3 +22,4 @@ pub use digest::{Algorithm, Digest};
 pub use error::{Error, Result};
 pub use metadata::{ImageRecord, Images};
 pub use reference::Reference;
+pub use snapshot::Snapshots;

@@ -333,8 +333,9 @@ fn apply_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>, t: &Target) -> Result<()
 
 /// Owner, then mode (chown clears set-id bits), then times.
 fn set_metadata(t: &Target, header: &tar::Header, mode: Mode) -> Result<()> {
-    let uid = header.uid().map_err(io_err(&t.path))? as u32;
-    let gid = header.gid().map_err(io_err(&t.path))? as u32;
+    // Empty numeric fields read as 0, as Go's archive/tar (which wrote most layers) reads them.
+    let uid = header.uid().unwrap_or(0) as u32;
+    let gid = header.gid().unwrap_or(0) as u32;
     nix::unistd::fchownat(
         &t.parent,
         &t.name,
@@ -347,7 +348,7 @@ fn set_metadata(t: &Target, header: &tar::Header, mode: Mode) -> Result<()> {
         nix::sys::stat::fchmodat(&t.parent, &t.name, mode, nix::sys::stat::FchmodatFlags::FollowSymlink)
             .map_err(sys_err(&t.path, "chmod"))?;
     }
-    let mtime = header.mtime().map_err(io_err(&t.path))? as i64;
+    let mtime = header.mtime().unwrap_or(0) as i64;
     let ts = TimeSpec::new(mtime, 0);
     nix::sys::stat::utimensat(&t.parent, &t.name, &ts, &ts, UtimensatFlags::NoFollowSymlink)
         .map_err(sys_err(&t.path, "set times"))?;
