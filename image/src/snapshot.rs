@@ -97,8 +97,22 @@ pub fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Pat
         move |errno: nix::errno::Errno| Error::Mount { op, target, errno }
     };
     let fs = crate::sys::fsopen("overlay").map_err(fail("open an overlay context"))?;
+    let mut one_by_one = true;
     for lower in lowers {
-        crate::sys::fsconfig_string(&fs, "lowerdir+", &lower.to_string_lossy()).map_err(fail("add a lower layer"))?;
+        match crate::sys::fsconfig_string(&fs, "lowerdir+", &lower.to_string_lossy()) {
+            Ok(()) => {}
+            // Kernels before 6.8 lack lowerdir+: fall back to one colon-joined value
+            // (which must then fit in a page).
+            Err(nix::errno::Errno::EINVAL) if one_by_one && lower == &lowers[0] => {
+                one_by_one = false;
+                break;
+            }
+            Err(errno) => return Err(fail("add a lower layer")(errno)),
+        }
+    }
+    if !one_by_one {
+        let joined: Vec<String> = lowers.iter().map(|l| l.to_string_lossy().into_owned()).collect();
+        crate::sys::fsconfig_string(&fs, "lowerdir", &joined.join(":")).map_err(fail("set the lower layers"))?;
     }
     crate::sys::fsconfig_string(&fs, "upperdir", &upper.to_string_lossy()).map_err(fail("set the upper layer"))?;
     crate::sys::fsconfig_string(&fs, "workdir", &work.to_string_lossy()).map_err(fail("set the work directory"))?;
