@@ -177,7 +177,14 @@ fn set_user_and_capabilities(process: &Process) -> Result<()> {
         caps::set(None, caps::CapSet::Effective, &effective).map_err(caps_err("set effective capabilities"))?;
         caps::set(None, caps::CapSet::Permitted, &permitted).map_err(caps_err("set permitted capabilities"))?;
         caps::set(None, caps::CapSet::Inheritable, &inheritable).map_err(caps_err("set inheritable capabilities"))?;
-        caps::set(None, caps::CapSet::Ambient, &ambient).map_err(caps_err("set ambient capabilities"))?;
+        // An ambient capability must be permitted and inheritable; runc warns
+        // and goes on for one that is not (its own default spec has such).
+        caps::clear(None, caps::CapSet::Ambient).map_err(caps_err("clear ambient capabilities"))?;
+        for cap in ambient {
+            if let Err(e) = caps::raise(None, caps::CapSet::Ambient, cap) {
+                eprintln!("bulkhead-oci: warning: process.capabilities.ambient: cannot raise {cap}: {e}");
+            }
+        }
     }
     if process.no_new_privileges().unwrap_or(false) {
         nix::sys::prctl::set_no_new_privs().map_err(sys("prctl no_new_privs", "/"))?;

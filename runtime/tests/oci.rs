@@ -917,3 +917,17 @@ fn descriptors_pass_only_with_preserve_fds_and_no_pivot_works() {
     assert_eq!(run("--preserve-fds 1", "c2"), 5, "--preserve-fds 1 passes fd 3");
     assert_eq!(run("--no-pivot", "c3"), 4, "--no-pivot runs too");
 }
+
+#[test]
+fn an_ambient_capability_that_is_not_inheritable_is_skipped_as_runc_does() {
+    let mut b = Bundle::new().script("grep CapAmb /proc/self/status");
+    // runc's own default spec lists ambient capabilities that are not inheritable.
+    b.config["process"]["capabilities"] = json!({
+        "bounding": ["CAP_KILL", "CAP_CHOWN"], "effective": ["CAP_KILL", "CAP_CHOWN"],
+        "permitted": ["CAP_KILL", "CAP_CHOWN"], "inheritable": ["CAP_KILL"], "ambient": ["CAP_KILL", "CAP_CHOWN"]
+    });
+    let (code, out, err) = b.run("c1");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("CapAmb:\t0000000000000020"), "CAP_KILL raised, CAP_CHOWN skipped: {out}");
+    assert!(err.contains("cannot raise CAP_CHOWN"), "{err}");
+}
