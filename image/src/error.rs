@@ -18,6 +18,10 @@ pub enum Error {
     Mount { op: &'static str, target: std::path::PathBuf, errno: nix::errno::Errno },
     #[error("layer entry {path}: {reason}")]
     Layer { path: std::path::PathBuf, reason: String },
+    #[error("invalid manifest: {reason}")]
+    InvalidManifest { reason: String },
+    #[error("no image for platform {wanted} (the index has: {available})")]
+    NoMatchingPlatform { wanted: String, available: String },
     #[error("unsupported media type {media_type:?}")]
     UnsupportedMediaType { media_type: String },
     #[error("invalid digest {digest:?}: {reason}")]

@@ -11,6 +11,7 @@
 pub mod content;
 mod digest;
 mod error;
+pub mod manifest;
 mod metadata;
 pub mod reference;
 pub mod snapshot;
