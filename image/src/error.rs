@@ -18,6 +18,12 @@ pub enum Error {
     Mount { op: &'static str, target: std::path::PathBuf, errno: nix::errno::Errno },
     #[error("layer entry {path}: {reason}")]
     Layer { path: std::path::PathBuf, reason: String },
+    #[error("registry {registry}: {message}")]
+    Registry { registry: String, message: String },
+    #[error("registry {registry} refused the credentials: {message}")]
+    Unauthorized { registry: String, message: String },
+    #[error("image {reference} not found")]
+    ImageNotFound { reference: String },
     #[error("invalid manifest: {reason}")]
     InvalidManifest { reason: String },
     #[error("no image for platform {wanted} (the index has: {available})")]

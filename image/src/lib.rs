@@ -14,6 +14,7 @@ mod error;
 pub mod manifest;
 mod metadata;
 pub mod reference;
+pub mod registry;
 pub mod snapshot;
 mod sys;
 pub mod unpack;

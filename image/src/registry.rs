@@ -1,0 +1,328 @@
+//! The registry client (OCI distribution spec): manifests by tag or digest
+//! with every supported media type accepted, blobs streamed into the
+//! content store with their digest and size verified as they arrive, and
+//! the authentication registries ask for — anonymous, Basic, and the Bearer
+//! token flow (`WWW-Authenticate: Bearer realm,service,scope`) with Basic
+//! credentials or an identity token. TLS is verified (rustls, the system's
+//! roots); hosts listed as plain HTTP are reached without it.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Mutex;
+
+use base64::Engine;
+use futures_util::StreamExt;
+use reqwest::{StatusCode, header};
+
+use crate::content::ContentStore;
+use crate::manifest::{self, Descriptor};
+use crate::{Digest, Error, Reference, Result};
+
+/// Credentials for one registry, as the CRI's AuthConfig carries them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Credentials {
+    #[default]
+    Anonymous,
+    Basic {
+        username: String,
+        password: String,
+    },
+    /// An identity (refresh) token, exchanged at the token endpoint.
+    IdentityToken(String),
+    /// A registry (bearer) token, sent as is.
+    RegistryToken(String),
+}
+
+/// How to reach registries.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryConfig {
+    /// Hosts (`host:port`) spoken to over plain HTTP.
+    pub plain_http: Vec<String>,
+}
+
+/// A registry client; cheap to share, caches bearer tokens per scope.
+#[derive(Debug)]
+pub struct RegistryClient {
+    http: reqwest::Client,
+    config: RegistryConfig,
+    tokens: Mutex<HashMap<String, String>>,
+}
+
+/// A Bearer challenge's parameters.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Challenge {
+    scheme: String,
+    realm: String,
+    service: Option<String>,
+    scope: Option<String>,
+}
+
+/// Parses `WWW-Authenticate: Bearer realm="...",service="...",scope="..."`.
+fn parse_challenge(value: &str) -> Challenge {
+    let (scheme, params) = value.split_once(' ').unwrap_or((value, ""));
+    let mut c = Challenge { scheme: scheme.to_ascii_lowercase(), ..Challenge::default() };
+    // key="value" pairs; values may hold commas (scopes do), so scan quotes.
+    let mut rest = params.trim();
+    while let Some((key, after)) = rest.split_once('=') {
+        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted.find('"').unwrap_or(quoted.len());
+            (&quoted[..end], quoted.get(end + 1..).unwrap_or(""))
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        match key.as_str() {
+            "realm" => c.realm = value.to_owned(),
+            "service" => c.service = Some(value.to_owned()),
+            "scope" => c.scope = Some(value.to_owned()),
+            _ => {}
+        }
+        rest = next.trim_start_matches(',').trim();
+    }
+    c
+}
+
+fn http_err(reference: &Reference, what: impl std::fmt::Display) -> Error {
+    Error::Registry { registry: reference.registry().to_owned(), message: what.to_string() }
+}
+
+impl RegistryClient {
+    pub fn new(config: RegistryConfig) -> Result<RegistryClient> {
+        // One process-wide crypto provider; a second install is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("bulkhead/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| Error::Registry { registry: String::new(), message: format!("HTTP client: {e}") })?;
+        Ok(RegistryClient { http, config, tokens: Mutex::new(HashMap::new()) })
+    }
+
+    /// The base URL of the registry API for `reference`'s registry.
+    fn base(&self, reference: &Reference) -> String {
+        let host = match reference.registry() {
+            crate::reference::DEFAULT_REGISTRY => "registry-1.docker.io",
+            other => other,
+        };
+        let scheme = if self.config.plain_http.iter().any(|h| h == reference.registry()) { "http" } else { "https" };
+        format!("{scheme}://{host}/v2/{}", reference.repository())
+    }
+
+    fn cached_token(&self, scope: &str) -> Option<String> {
+        self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(scope).cloned()
+    }
+
+    /// GETs `url`, answering an authentication challenge once.
+    async fn get(
+        &self,
+        reference: &Reference,
+        url: &str,
+        accept: Option<&str>,
+        creds: &Credentials,
+    ) -> Result<reqwest::Response> {
+        let scope = format!("repository:{}:pull", reference.repository());
+        let request = |auth: Option<String>| {
+            let mut r = self.http.get(url);
+            if let Some(accept) = accept {
+                r = r.header(header::ACCEPT, accept);
+            }
+            if let Some(auth) = auth {
+                r = r.header(header::AUTHORIZATION, auth);
+            }
+            r
+        };
+        let first_auth = match creds {
+            Credentials::RegistryToken(t) => Some(format!("Bearer {t}")),
+            _ => self.cached_token(&scope).map(|t| format!("Bearer {t}")),
+        };
+        let response = request(first_auth).send().await.map_err(|e| http_err(reference, e))?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        let challenge = response
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(parse_challenge)
+            .ok_or_else(|| http_err(reference, "401 Unauthorized without a challenge"))?;
+        let auth = match challenge.scheme.as_str() {
+            "basic" => match creds {
+                Credentials::Basic { username, password } => Some(basic(username, password)),
+                _ => {
+                    return Err(Error::Unauthorized {
+                        registry: reference.registry().to_owned(),
+                        message: "the registry wants a username and password".into(),
+                    });
+                }
+            },
+            "bearer" => {
+                let token = self.fetch_token(reference, &challenge, &scope, creds).await?;
+                self.tokens
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(scope.clone(), token.clone());
+                Some(format!("Bearer {token}"))
+            }
+            other => return Err(http_err(reference, format!("unsupported authentication scheme {other:?}"))),
+        };
+        let response = request(auth).send().await.map_err(|e| http_err(reference, e))?;
+        if response.status() == StatusCode::UNAUTHORIZED || response.status() == StatusCode::FORBIDDEN {
+            let message = error_text(response).await;
+            return Err(Error::Unauthorized { registry: reference.registry().to_owned(), message });
+        }
+        Ok(response)
+    }
+
+    /// The Bearer token flow: GET the realm with service and scope.
+    async fn fetch_token(
+        &self,
+        reference: &Reference,
+        c: &Challenge,
+        scope: &str,
+        creds: &Credentials,
+    ) -> Result<String> {
+        let mut query = vec![("scope", c.scope.clone().unwrap_or_else(|| scope.to_owned()))];
+        if let Some(service) = &c.service {
+            query.push(("service", service.clone()));
+        }
+        let mut request = self.http.get(&c.realm).query(&query);
+        match creds {
+            Credentials::Basic { username, password } => {
+                request = request.header(header::AUTHORIZATION, basic(username, password))
+            }
+            Credentials::IdentityToken(t) => {
+                // An identity token is a refresh token for the OAuth2 endpoint.
+                let mut form = vec![
+                    ("grant_type", "refresh_token".to_owned()),
+                    ("refresh_token", t.clone()),
+                    ("client_id", "bulkhead".to_owned()),
+                ];
+                form.extend(query.iter().map(|(k, v)| (*k, v.clone())));
+                request = self.http.post(&c.realm).form(&form);
+            }
+            Credentials::Anonymous | Credentials::RegistryToken(_) => {}
+        }
+        let response =
+            request.send().await.map_err(|e| http_err(reference, format!("token endpoint {}: {e}", c.realm)))?;
+        if !response.status().is_success() {
+            let message = error_text(response).await;
+            return Err(Error::Unauthorized { registry: reference.registry().to_owned(), message });
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenReply {
+            #[serde(default)]
+            token: Option<String>,
+            #[serde(default)]
+            access_token: Option<String>,
+        }
+        let body = response.bytes().await.map_err(|e| http_err(reference, e))?;
+        let reply: TokenReply =
+            serde_json::from_slice(&body).map_err(|e| http_err(reference, format!("token reply: {e}")))?;
+        reply.token.or(reply.access_token).ok_or_else(|| http_err(reference, "the token endpoint sent no token"))
+    }
+
+    /// Fetches the manifest `reference` names (by tag or digest); returns
+    /// its digest, media type and bytes. A digest reference is verified.
+    pub async fn manifest(
+        &self,
+        reference: &Reference,
+        object: &str,
+        creds: &Credentials,
+    ) -> Result<(Digest, Option<String>, Vec<u8>)> {
+        let url = format!("{}/manifests/{object}", self.base(reference));
+        let response = self.get(reference, &url, Some(manifest::ACCEPT), creds).await?;
+        match response.status() {
+            s if s.is_success() => {}
+            StatusCode::NOT_FOUND => return Err(Error::ImageNotFound { reference: reference.to_string() }),
+            s => return Err(http_err(reference, format!("GET {url}: {s}: {}", error_text(response).await))),
+        }
+        let media_type = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = response.bytes().await.map_err(|e| http_err(reference, e))?.to_vec();
+        let digest = Digest::sha256_of(&body);
+        if let Ok(asked) = object.parse::<Digest>()
+            && asked != digest
+        {
+            return Err(Error::BlobMismatch {
+                digest: asked,
+                reason: format!("the registry sent a manifest hashing to {digest}"),
+            });
+        }
+        Ok((digest, media_type, body))
+    }
+
+    /// Streams blob `desc` into `store` (verified on commit), unless it is there.
+    pub async fn blob(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+        store: &ContentStore,
+        creds: &Credentials,
+    ) -> Result<u64> {
+        if store.size(&desc.digest) == Some(desc.size) {
+            return Ok(0);
+        }
+        let url = format!("{}/blobs/{}", self.base(reference), desc.digest);
+        let response = self.get(reference, &url, None, creds).await?;
+        if !response.status().is_success() {
+            let status = response.status();
+            return Err(http_err(reference, format!("GET {url}: {status}: {}", error_text(response).await)));
+        }
+        let mut writer = store.writer(&desc.digest, Some(desc.size))?;
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| http_err(reference, format!("blob {}: {e}", desc.digest)))?;
+            writer
+                .write_all(&chunk)
+                .map_err(|e| Error::BlobMismatch { digest: desc.digest.clone(), reason: e.to_string() })?;
+        }
+        let written = writer.written();
+        writer.commit()?;
+        Ok(written)
+    }
+}
+
+fn basic(username: &str, password: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}")))
+}
+
+/// The registry's own error message (distribution's `{"errors":[...]}`), or the body.
+async fn error_text(response: reqwest::Response) -> String {
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorItem>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorItem {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    match serde_json::from_str::<Errors>(&body) {
+        Ok(e) if !e.errors.is_empty() => {
+            e.errors.iter().map(|i| format!("{}: {}", i.code, i.message)).collect::<Vec<_>>().join("; ")
+        }
+        _ if body.trim().is_empty() => status.to_string(),
+        _ => body.trim().chars().take(200).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_are_parsed_with_commas_in_scopes() {
+        let c = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull,push""#,
+        );
+        assert_eq!(c.scheme, "bearer");
+        assert_eq!(c.realm, "https://auth.docker.io/token");
+        assert_eq!(c.service.as_deref(), Some("registry.docker.io"));
+        assert_eq!(c.scope.as_deref(), Some("repository:library/busybox:pull,push"));
+        assert_eq!(parse_challenge(r#"Basic realm="registry""#).scheme, "basic");
+    }
+}
