@@ -26,7 +26,15 @@ pub struct Config {
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub runtime: RuntimeConfig,
+    pub image: ImageConfig,
     pub network: NetworkConfig,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageConfig {
+    /// Registry hosts (`host:port`) reached over plain HTTP instead of TLS.
+    pub plain_http_registries: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,6 +88,7 @@ impl Default for Config {
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
             runtime: RuntimeConfig::default(),
+            image: ImageConfig::default(),
             network: NetworkConfig::default(),
         }
     }
@@ -118,6 +127,10 @@ pub const KEY_DOCS: &[(&str, &str)] = &[
     (
         "runtime.cgroup_driver",
         "\"auto\" (systemd when it runs the host, else cgroupfs), \"systemd\" or \"cgroupfs\"; kubelet's cgroupDriver must match.",
+    ),
+    (
+        "image.plain_http_registries",
+        "Registry hosts (host:port) reached over plain HTTP instead of TLS, e.g. [\"127.0.0.1:5000\"]. Empty: TLS everywhere.",
     ),
     (
         "network.pod_cidr",

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bulkhead_image::Images;
+use bulkhead_image::ImageStore;
+use bulkhead_image::registry::RegistryConfig;
 use bulkhead_network::Network;
 use bulkhead_proto::cri::image_service_server::ImageServiceServer;
 use bulkhead_proto::cri::runtime_service_server::RuntimeServiceServer;
@@ -126,12 +127,13 @@ async fn prepare(config: Config, config_file: Option<PathBuf>, claimed: &mut Cla
 
     let root = config.root.clone();
     let pod_cidrs = config.pod_cidrs();
+    let plain_http = config.image.plain_http_registries.clone();
     let (state, images, network) = tokio::task::spawn_blocking(move || -> Result<_> {
         let (state, recovered) = State::open(&root)?;
         for orphan in &recovered.orphans_removed {
             tracing::warn!(container_id = %orphan, "removed the record of a container whose pod record was gone");
         }
-        let images = Images::open(&root.join("images"))?;
+        let images = ImageStore::open(&root.join("images"), RegistryConfig { plain_http: plain_http.clone() })?;
         let network = Network::open(&root.join("network"), pod_cidrs)?;
         tracing::info!(
             pods = recovered.pods,
@@ -139,7 +141,7 @@ async fn prepare(config: Config, config_file: Option<PathBuf>, claimed: &mut Cla
             images = images.list()?.len(),
             "state recovered"
         );
-        Ok((state, images, network))
+        Ok((state, Arc::new(images), network))
     })
     .await
     .map_err(|e| Error::Internal(format!("state loading task failed: {e}")))??;

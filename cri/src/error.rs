@@ -77,6 +77,12 @@ impl Error {
             }
             Error::Config { .. } | Error::ConfigSyntax { .. } => Code::InvalidArgument,
             Error::PodNotFound { .. } => Code::NotFound,
+            Error::Image(bulkhead_image::Error::ImageNotFound { .. }) => Code::NotFound,
+            Error::Image(
+                bulkhead_image::Error::InvalidReference { .. } | bulkhead_image::Error::InvalidDigest { .. },
+            ) => Code::InvalidArgument,
+            Error::Image(bulkhead_image::Error::Unauthorized { .. }) => Code::Unauthenticated,
+            Error::Image(bulkhead_image::Error::Registry { .. }) => Code::Unavailable,
             Error::Store(bulkhead_store::Error::InvalidId { .. }) => Code::InvalidArgument,
             Error::SocketInUse { .. } | Error::Locked { .. } => Code::FailedPrecondition,
             Error::NotRoot { .. } => Code::PermissionDenied,

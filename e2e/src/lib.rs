@@ -29,6 +29,8 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use bulkhead_proto::cri;
 
+pub mod registry;
+
 /// Paths outside a test's temporary directory that a daemon must never
 /// create when it is given its own root, state and socket.
 const HOST_PATHS: [&str; 4] = ["/var/lib/bulkhead", "/run/bulkhead", "/etc/bulkhead", "/etc/cni/net.d/bulkhead"];

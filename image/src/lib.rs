@@ -16,6 +16,7 @@ mod metadata;
 pub mod reference;
 pub mod registry;
 pub mod snapshot;
+pub mod store;
 mod sys;
 pub mod unpack;
 
@@ -25,3 +26,4 @@ pub use error::{Error, Result};
 pub use metadata::{ImageRecord, Images};
 pub use reference::Reference;
 pub use snapshot::Snapshots;
+pub use store::ImageStore;

@@ -21,6 +21,15 @@ pub struct ImageRecord {
     pub size: u64,
     /// Pinned images are never garbage collected by kubelet.
     pub pinned: bool,
+    /// The image config (what container creation uses).
+    #[serde(default)]
+    pub config: crate::manifest::ImageConfig,
+    /// Every blob the image needs: manifests, config, layers.
+    #[serde(default)]
+    pub blobs: Vec<crate::Digest>,
+    /// The chain IDs of its layer snapshots, bottom first.
+    #[serde(default)]
+    pub chain_ids: Vec<crate::Digest>,
 }
 
 /// The image metadata records under a store root.
@@ -68,6 +77,9 @@ mod tests {
             repo_digests: vec![format!("docker.io/library/busybox@sha256:{}", "cd".repeat(32))],
             size: 4096,
             pinned: false,
+            config: Default::default(),
+            blobs: Vec::new(),
+            chain_ids: Vec::new(),
         };
         Images::open(dir.path()).unwrap().put(&image).unwrap();
         let images = Images::open(dir.path()).unwrap();

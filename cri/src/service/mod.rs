@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bulkhead_image::Images;
+use bulkhead_image::ImageStore;
 use bulkhead_network::Network;
 use bulkhead_runtime::cgroups::Driver;
 use tonic::{Response, Status};
@@ -33,7 +33,7 @@ pub struct Context {
     pub config_file: Option<PathBuf>,
     pub cgroup_driver: Driver,
     pub state: State,
-    pub images: Images,
+    pub images: Arc<ImageStore>,
     pub network: Network,
     pub locks: KeyedLocks,
     pub metrics: Metrics,

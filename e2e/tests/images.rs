@@ -1,0 +1,96 @@
+//! ImageService through the daemon's socket, against a private registry:
+//! pull, list, status, filesystem usage, removal and the space it frees.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use bulkhead_e2e::cri::*;
+use bulkhead_e2e::registry::Registry;
+use bulkhead_e2e::{Daemon, Sandbox};
+use tonic::Code;
+
+async fn daemon_for(registry: &Registry) -> Daemon {
+    let sandbox = Sandbox::new();
+    let config = sandbox.dir.path().join("config.toml");
+    std::fs::write(&config, format!("[image]\nplain_http_registries = [\"{}\"]\n", registry.host)).unwrap();
+    Daemon::start_with(sandbox, &["--config", config.to_str().unwrap()]).await
+}
+
+fn spec(image: &str) -> Option<ImageSpec> {
+    Some(ImageSpec { image: image.to_owned(), ..ImageSpec::default() })
+}
+
+fn count_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.flatten().count()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_list_status_and_remove_an_image() {
+    let registry = Registry::start();
+    let pushed = registry.push_busybox("test/busybox", "v1").await;
+    let daemon = daemon_for(&registry).await;
+    let mut images = daemon.image().await;
+    let name = format!("{}/test/busybox:v1", registry.host);
+
+    let pulled =
+        images.pull_image(PullImageRequest { image: spec(&name), ..Default::default() }).await.unwrap().into_inner();
+    assert_eq!(pulled.image_ref, pushed.config_digest, "the image ref is the image id");
+
+    let list = images.list_images(ListImagesRequest::default()).await.unwrap().into_inner().images;
+    assert_eq!(list.len(), 1);
+    let image = &list[0];
+    assert_eq!(image.id, pushed.config_digest);
+    assert_eq!(image.repo_tags, vec![name.clone()]);
+    assert_eq!(image.repo_digests, vec![format!("{}/test/busybox@{}", registry.host, pushed.manifest_digest)]);
+    assert_eq!(image.uid.as_ref().map(|u| u.value), Some(1000), "the config's User");
+    assert!(image.size >= pushed.layer_size);
+
+    // By tag, by digest, by id and by a short id.
+    for by in [name.clone(), image.repo_digests[0].clone(), image.id.clone(), image.id[7..19].to_owned()] {
+        let status =
+            images.image_status(ImageStatusRequest { image: spec(&by), verbose: true }).await.unwrap().into_inner();
+        assert_eq!(status.image.as_ref().map(|i| i.id.clone()), Some(pushed.config_digest.clone()), "{by}");
+        let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+        assert_eq!(info["config"]["config"]["Cmd"][0], "/bin/sh");
+    }
+    let unknown =
+        images.image_status(ImageStatusRequest { image: spec("nothing/here:v9"), verbose: false }).await.unwrap();
+    assert!(unknown.into_inner().image.is_none(), "an unknown image is an empty status, not an error");
+
+    let fs = images.image_fs_info(ImageFsInfoRequest {}).await.unwrap().into_inner();
+    let used = fs.image_filesystems[0].used_bytes.as_ref().unwrap().value;
+    assert!(used > pushed.layer_tar.len() as u64, "the unpacked layer counts: {used}");
+
+    // The layer was unpacked once into its snapshot, file by file.
+    let snapshots = daemon.sandbox.root.join("images/snapshots");
+    let layer_dir = std::fs::read_dir(&snapshots).unwrap().flatten().find(|e| e.file_name() != "tmp").unwrap().path();
+    assert_eq!(std::fs::read(layer_dir.join("fs/bin/busybox")).unwrap(), std::fs::read("/bin/busybox").unwrap());
+
+    images.remove_image(RemoveImageRequest { image: spec(&name) }).await.unwrap();
+    assert!(images.list_images(ListImagesRequest::default()).await.unwrap().into_inner().images.is_empty());
+    assert_eq!(
+        count_files(&daemon.sandbox.root.join("images/content/blobs/sha256")),
+        0,
+        "garbage collection freed the blobs"
+    );
+    assert_eq!(count_files(&snapshots), 1, "and the snapshot (tmp/ stays)");
+    images.remove_image(RemoveImageRequest { image: spec(&name) }).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_pulls_are_clear_statuses() {
+    let registry = Registry::start();
+    let daemon = daemon_for(&registry).await;
+    let mut images = daemon.image().await;
+    let missing = format!("{}/test/absent:v1", registry.host);
+    let err = images.pull_image(PullImageRequest { image: spec(&missing), ..Default::default() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains("test/absent:v1"), "{}", err.message());
+    let err =
+        images.pull_image(PullImageRequest { image: spec("Not A Reference"), ..Default::default() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = images.pull_image(PullImageRequest { image: None, ..Default::default() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("image.image"), "{}", err.message());
+    assert!(images.list_images(ListImagesRequest::default()).await.unwrap().into_inner().images.is_empty());
+    assert_eq!(count_files(&daemon.sandbox.root.join("images/content/ingest")), 0, "no temporaries left");
+}
