@@ -26,6 +26,8 @@ pub struct Registry {
     dir: tempfile::TempDir,
     /// `127.0.0.1:<port>`
     pub host: String,
+    /// The Basic credentials it requires, if any.
+    auth: Option<(String, String)>,
 }
 
 /// What a push produced.
@@ -39,14 +41,34 @@ pub struct Pushed {
 }
 
 impl Registry {
+    /// A registry open to anyone.
     pub fn start() -> Registry {
+        Registry::launch(None)
+    }
+
+    /// A registry that requires `user`/`password` (htpasswd, bcrypt).
+    pub fn start_with_basic_auth(user: &str, password: &str) -> Registry {
+        Registry::launch(Some((user.to_owned(), password.to_owned())))
+    }
+
+    fn launch(auth: Option<(String, String)>) -> Registry {
         let dir = tempfile::Builder::new().prefix("bulkhead-registry-").tempdir().expect("temp dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let host = format!("127.0.0.1:{port}");
-        let config = format!(
+        let mut config = format!(
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
             dir.path().join("storage").display()
         );
+        if let Some((user, password)) = &auth {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .expect("htpasswd (Debian package apache2-utils; scripts/deps installs it)");
+            assert!(out.status.success());
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, out.stdout).expect("htpasswd file");
+            config.push_str(&format!("auth:\n  htpasswd:\n    realm: bulkhead-test\n    path: {}\n", file.display()));
+        }
         std::fs::write(dir.path().join("config.yml"), config).expect("registry config");
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -61,7 +83,14 @@ impl Registry {
             assert!(Instant::now() < deadline, "docker-registry did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Registry { child, dir, host }
+        Registry { child, dir, host, auth }
+    }
+
+    fn request(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
+            Some((user, password)) => builder.basic_auth(user, Some(password)),
+            None => builder,
+        }
     }
 
     /// The registry's storage directory.
@@ -71,14 +100,21 @@ impl Registry {
 
     async fn push_blob(&self, http: &reqwest::Client, repo: &str, bytes: &[u8]) -> String {
         let digest = sha256(bytes);
-        let start =
-            http.post(format!("http://{}/v2/{repo}/blobs/uploads/", self.host)).send().await.expect("start upload");
+        let start = self
+            .request(http.post(format!("http://{}/v2/{repo}/blobs/uploads/", self.host)))
+            .send()
+            .await
+            .expect("start upload");
         assert_eq!(start.status(), 202);
         let location = start.headers()["location"].to_str().expect("location").to_owned();
         let location = if location.starts_with("http") { location } else { format!("http://{}{location}", self.host) };
         let sep = if location.contains('?') { '&' } else { '?' };
-        let put =
-            http.put(format!("{location}{sep}digest={digest}")).body(bytes.to_vec()).send().await.expect("upload");
+        let put = self
+            .request(http.put(format!("{location}{sep}digest={digest}")))
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .expect("upload");
         assert_eq!(put.status(), 201);
         digest
     }
@@ -129,8 +165,8 @@ impl Registry {
             "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": layer_digest, "size": layer.len()}]
         })
         .to_string();
-        let put = http
-            .put(format!("http://{}/v2/{repo}/manifests/{tag}", self.host))
+        let put = self
+            .request(http.put(format!("http://{}/v2/{repo}/manifests/{tag}", self.host)))
             .header("content-type", OCI_MANIFEST)
             .body(manifest.clone())
             .send()

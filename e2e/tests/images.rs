@@ -94,3 +94,37 @@ async fn bad_pulls_are_clear_statuses() {
     assert!(images.list_images(ListImagesRequest::default()).await.unwrap().into_inner().images.is_empty());
     assert_eq!(count_files(&daemon.sandbox.root.join("images/content/ingest")), 0, "no temporaries left");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_credentials_from_kubelet_are_used_and_wrong_ones_refused() {
+    let registry = Registry::start_with_basic_auth("alice", "s3cret");
+    let pushed = registry.push_busybox("private/busybox", "v1").await;
+    let daemon = daemon_for(&registry).await;
+    let mut images = daemon.image().await;
+    let name = format!("{}/private/busybox:v1", registry.host);
+    let auth = |user: &str, password: &str| {
+        Some(AuthConfig { username: user.into(), password: password.into(), ..Default::default() })
+    };
+
+    let err = images.pull_image(PullImageRequest { image: spec(&name), ..Default::default() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    let err = images
+        .pull_image(PullImageRequest { image: spec(&name), auth: auth("alice", "wrong"), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(err.message().contains(&registry.host), "{}", err.message());
+
+    let pulled = images
+        .pull_image(PullImageRequest { image: spec(&name), auth: auth("alice", "s3cret"), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(pulled.into_inner().image_ref, pushed.config_digest);
+    // The base64 "auth" form of the same credentials works too.
+    images.remove_image(RemoveImageRequest { image: spec(&name) }).await.unwrap();
+    let encoded = AuthConfig { auth: "YWxpY2U6czNjcmV0".into(), ..Default::default() };
+    images
+        .pull_image(PullImageRequest { image: spec(&name), auth: Some(encoded), ..Default::default() })
+        .await
+        .unwrap();
+}
