@@ -13,6 +13,7 @@ use sha2::Digest as _;
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// `sha256:<hex>` of `bytes`.
 pub fn sha256(bytes: &[u8]) -> String {
@@ -121,9 +122,6 @@ impl Registry {
 
     /// Pushes `repo:tag`: one gzip layer holding busybox and a `bin/sh` link.
     pub async fn push_busybox(&self, repo: &str, tag: &str) -> Pushed {
-        // reqwest needs a process-wide TLS provider even for plain HTTP.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::new();
         let busybox = std::fs::read("/bin/busybox").expect("/bin/busybox (busybox-static)");
         let mut b = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_gnu();
@@ -143,10 +141,45 @@ impl Registry {
         l.set_cksum();
         b.append(&l, &[][..]).expect("append");
         let layer_tar = b.into_inner().expect("tar");
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&layer_tar).expect("gzip");
-        let layer = gz.finish().expect("gzip");
-        let layer_digest = self.push_blob(&http, repo, &layer).await;
+        let layer_size = compress(&layer_tar, LayerCompression::Gzip).len() as u64;
+        let (manifest_digest, config_digest) =
+            self.push_image(repo, tag, &[(layer_tar.clone(), LayerCompression::Gzip)], false).await;
+        Pushed { manifest_digest, config_digest, layer_tar, layer_size }
+    }
+
+    async fn put_manifest(&self, http: &reqwest::Client, repo: &str, reference: &str, media_type: &str, body: &str) {
+        let put = self
+            .request(http.put(format!("http://{}/v2/{repo}/manifests/{reference}", self.host)))
+            .header("content-type", media_type)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("push manifest");
+        assert_eq!(put.status(), 201, "{}", put.text().await.unwrap_or_default());
+    }
+
+    /// Pushes an image of `layers` (uncompressed tars, bottom first) as
+    /// `repo:tag`; with `as_index`, behind an index that also lists an image
+    /// for another platform. Returns (the digest `tag` names, config digest).
+    pub async fn push_image(
+        &self,
+        repo: &str,
+        tag: &str,
+        layers: &[(Vec<u8>, LayerCompression)],
+        as_index: bool,
+    ) -> (String, String) {
+        // reqwest needs a process-wide TLS provider even for plain HTTP.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::new();
+        let mut descriptors = Vec::new();
+        let mut diff_ids = Vec::new();
+        for (tar, compression) in layers {
+            let blob = compress(tar, *compression);
+            let digest = self.push_blob(&http, repo, &blob).await;
+            descriptors
+                .push(serde_json::json!({"mediaType": compression.media_type(), "digest": digest, "size": blob.len()}));
+            diff_ids.push(sha256(tar));
+        }
         let arch = match std::env::consts::ARCH {
             "x86_64" => "amd64",
             "aarch64" => "arm64",
@@ -155,31 +188,97 @@ impl Registry {
         let config = serde_json::json!({
             "architecture": arch, "os": "linux",
             "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"], "User": "1000"},
-            "rootfs": {"type": "layers", "diff_ids": [sha256(&layer_tar)]}
+            "rootfs": {"type": "layers", "diff_ids": diff_ids}
         })
         .to_string();
         let config_digest = self.push_blob(&http, repo, config.as_bytes()).await;
         let manifest = serde_json::json!({
             "schemaVersion": 2, "mediaType": OCI_MANIFEST,
             "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config.len()},
-            "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": layer_digest, "size": layer.len()}]
+            "layers": descriptors
         })
         .to_string();
-        let put = self
-            .request(http.put(format!("http://{}/v2/{repo}/manifests/{tag}", self.host)))
-            .header("content-type", OCI_MANIFEST)
-            .body(manifest.clone())
-            .send()
-            .await
-            .expect("push manifest");
-        assert_eq!(put.status(), 201);
-        Pushed {
-            manifest_digest: sha256(manifest.as_bytes()),
-            config_digest,
-            layer_tar,
-            layer_size: layer.len() as u64,
+        let manifest_digest = sha256(manifest.as_bytes());
+        if !as_index {
+            self.put_manifest(&http, repo, tag, OCI_MANIFEST, &manifest).await;
+            return (manifest_digest, config_digest);
+        }
+        // Another platform's image (an empty one) beside ours, then the index.
+        let other_config =
+            serde_json::json!({"architecture": "s390x", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}})
+                .to_string();
+        let other_config_digest = self.push_blob(&http, repo, other_config.as_bytes()).await;
+        let other = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": other_config_digest, "size": other_config.len()}, "layers": []})
+        .to_string();
+        self.put_manifest(&http, repo, &sha256(other.as_bytes()), OCI_MANIFEST, &other).await;
+        self.put_manifest(&http, repo, &manifest_digest, OCI_MANIFEST, &manifest).await;
+        let index = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": sha256(other.as_bytes()), "size": other.len(), "platform": {"os": "linux", "architecture": "s390x"}},
+            {"mediaType": OCI_MANIFEST, "digest": manifest_digest, "size": manifest.len(), "platform": {"os": "linux", "architecture": arch}}
+        ]})
+        .to_string();
+        self.put_manifest(&http, repo, tag, OCI_INDEX, &index).await;
+        (sha256(index.as_bytes()), config_digest)
+    }
+}
+
+/// How a pushed layer is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerCompression {
+    Plain,
+    Gzip,
+    Zstd,
+}
+
+impl LayerCompression {
+    fn media_type(self) -> &'static str {
+        match self {
+            LayerCompression::Plain => "application/vnd.oci.image.layer.v1.tar",
+            LayerCompression::Gzip => OCI_LAYER_GZIP,
+            LayerCompression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
         }
     }
+}
+
+fn compress(tar: &[u8], compression: LayerCompression) -> Vec<u8> {
+    match compression {
+        LayerCompression::Plain => tar.to_vec(),
+        LayerCompression::Gzip => {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(tar).expect("gzip");
+            gz.finish().expect("gzip")
+        }
+        LayerCompression::Zstd => zstd::stream::encode_all(tar, 3).expect("zstd"),
+    }
+}
+
+/// Builds a layer tar from (path, kind, content-or-link-target) entries,
+/// without the tar crate's path checks, so tests can build hostile layers.
+pub fn layer(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, kind, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        let name = &mut h.as_old_mut().name;
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_entry_type(*kind);
+        h.set_mode(if *kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+        h.set_mtime(1_600_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        let content: &[u8] = match kind {
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                let link = &mut h.as_old_mut().linkname;
+                link[..data.len()].copy_from_slice(data.as_bytes());
+                b""
+            }
+            _ => data.as_bytes(),
+        };
+        h.set_size(content.len() as u64);
+        h.set_cksum();
+        b.append(&h, content).expect("append");
+    }
+    b.into_inner().expect("tar")
 }
 
 impl Drop for Registry {

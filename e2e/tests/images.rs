@@ -128,3 +128,86 @@ async fn basic_auth_credentials_from_kubelet_are_used_and_wrong_ones_refused() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_layer_multi_platform_image_with_whiteouts_and_zstd_is_assembled_right() {
+    use bulkhead_e2e::registry::{LayerCompression, layer};
+    use tar::EntryType::{Directory, Link, Regular, Symlink};
+    let registry = Registry::start();
+    let layers = vec![
+        (
+            layer(&[
+                ("etc/", Directory, ""),
+                ("etc/gone", Regular, "1"),
+                ("etc/kept", Regular, "1"),
+                ("opt/", Directory, ""),
+                ("opt/old", Regular, "1"),
+            ]),
+            LayerCompression::Gzip,
+        ),
+        (
+            layer(&[
+                ("etc/.wh.gone", Regular, ""),
+                ("opt/", Directory, ""),
+                ("opt/.wh..wh..opq", Regular, ""),
+                ("opt/new", Regular, "2"),
+            ]),
+            LayerCompression::Zstd,
+        ),
+        (
+            layer(&[
+                ("bin/", Directory, ""),
+                ("bin/tool", Regular, "x"),
+                ("bin/alias", Link, "bin/tool"),
+                ("bin/link", Symlink, "tool"),
+            ]),
+            LayerCompression::Plain,
+        ),
+    ];
+    let (index_digest, config_digest) = registry.push_image("multi/app", "v1", &layers, true).await;
+    let daemon = daemon_for(&registry).await;
+    let mut images = daemon.image().await;
+    let name = format!("{}/multi/app:v1", registry.host);
+    let pulled =
+        images.pull_image(PullImageRequest { image: spec(&name), ..Default::default() }).await.unwrap().into_inner();
+    assert_eq!(pulled.image_ref, config_digest, "the host platform's image out of the index");
+    let image =
+        images.image_status(ImageStatusRequest { image: spec(&name), verbose: true }).await.unwrap().into_inner();
+    assert_eq!(image.image.unwrap().repo_digests, vec![format!("{}/multi/app@{index_digest}", registry.host)]);
+    let info: serde_json::Value = serde_json::from_str(&image.info["info"]).unwrap();
+    let chains: Vec<String> = serde_json::from_value(info["chainIDs"].clone()).unwrap();
+    assert_eq!(chains.len(), 3);
+    let snapshot = |i: usize| {
+        daemon.sandbox.root.join("images/snapshots").join(chains[i].trim_start_matches("sha256:")).join("fs")
+    };
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    assert!(
+        std::fs::symlink_metadata(snapshot(1).join("etc/gone")).unwrap().file_type().is_char_device(),
+        "a whiteout"
+    );
+    assert_eq!(xattr::get(snapshot(1).join("opt"), "trusted.overlay.opaque").unwrap(), Some(b"y".to_vec()));
+    assert_eq!(std::fs::read_to_string(snapshot(1).join("opt/new")).unwrap(), "2", "from the zstd layer");
+    assert_eq!(std::fs::symlink_metadata(snapshot(2).join("bin/tool")).unwrap().nlink(), 2, "a hard link");
+    assert_eq!(std::fs::read_link(snapshot(2).join("bin/link")).unwrap().to_str(), Some("tool"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_that_escapes_fails_the_pull_and_leaves_no_image() {
+    use bulkhead_e2e::registry::{LayerCompression, layer};
+    let registry = Registry::start();
+    let outside = tempfile::tempdir().unwrap();
+    let escape = format!("../../../../../../../..{}/pwned", outside.path().display());
+    let evil = layer(&[("ok", tar::EntryType::Regular, "1"), (&escape, tar::EntryType::Regular, "x")]);
+    registry.push_image("evil/app", "v1", &[(evil, LayerCompression::Gzip)], false).await;
+    let daemon = daemon_for(&registry).await;
+    let mut images = daemon.image().await;
+    let name = format!("{}/evil/app:v1", registry.host);
+    let err = images.pull_image(PullImageRequest { image: spec(&name), ..Default::default() }).await.unwrap_err();
+    assert!(err.message().contains("'..' would leave the layer"), "{}", err.message());
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "nothing written outside");
+    assert!(
+        images.list_images(ListImagesRequest::default()).await.unwrap().into_inner().images.is_empty(),
+        "no image recorded"
+    );
+    assert_eq!(count_files(&daemon.sandbox.root.join("images/snapshots/tmp")), 0, "the half-unpacked layer is gone");
+}
