@@ -46,6 +46,9 @@ pub struct RegistryClient {
     http: reqwest::Client,
     config: RegistryConfig,
     tokens: Mutex<HashMap<String, String>>,
+    /// Blobs being downloaded: a second pull of the same blob waits for the
+    /// first and then finds it in the store, so each blob is fetched once.
+    in_flight: Mutex<HashMap<Digest, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// A Bearer challenge's parameters.
@@ -96,7 +99,7 @@ impl RegistryClient {
             .connect_timeout(std::time::Duration::from_secs(30))
             .build()
             .map_err(|e| Error::Registry { registry: String::new(), message: format!("HTTP client: {e}") })?;
-        Ok(RegistryClient { http, config, tokens: Mutex::new(HashMap::new()) })
+        Ok(RegistryClient { http, config, tokens: Mutex::new(HashMap::new()), in_flight: Mutex::new(HashMap::new()) })
     }
 
     /// The base URL of the registry API for `reference`'s registry.
@@ -121,11 +124,26 @@ impl RegistryClient {
         accept: Option<&str>,
         creds: &Credentials,
     ) -> Result<reqwest::Response> {
+        self.get_from(reference, url, accept, creds, 0).await
+    }
+
+    /// GETs `url` from byte `offset` on (a Range request when not 0).
+    async fn get_from(
+        &self,
+        reference: &Reference,
+        url: &str,
+        accept: Option<&str>,
+        creds: &Credentials,
+        offset: u64,
+    ) -> Result<reqwest::Response> {
         let scope = format!("repository:{}:pull", reference.repository());
         let request = |auth: Option<String>| {
             let mut r = self.http.get(url);
             if let Some(accept) = accept {
                 r = r.header(header::ACCEPT, accept);
+            }
+            if offset > 0 {
+                r = r.header(header::RANGE, format!("bytes={offset}-"));
             }
             if let Some(auth) = auth {
                 r = r.header(header::AUTHORIZATION, auth);
@@ -262,19 +280,75 @@ impl RegistryClient {
         if store.size(&desc.digest) == Some(desc.size) {
             return Ok(0);
         }
-        let url = format!("{}/blobs/{}", self.base(reference), desc.digest);
-        let response = self.get(reference, &url, None, creds).await?;
-        if !response.status().is_success() {
-            let status = response.status();
-            return Err(http_err(reference, format!("GET {url}: {status}: {}", error_text(response).await)));
+        let slot = {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            in_flight.entry(desc.digest.clone()).or_default().clone()
+        };
+        let fetched = {
+            let _only_one = slot.lock().await;
+            if store.size(&desc.digest) == Some(desc.size) {
+                Ok(0)
+            } else {
+                self.download(reference, desc, store, creds).await
+            }
+        };
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if in_flight.get(&desc.digest).is_some_and(|s| std::sync::Arc::strong_count(s) <= 2) {
+            in_flight.remove(&desc.digest);
         }
+        fetched
+    }
+
+    /// Downloads a blob; a transfer cut short is resumed from where it
+    /// stopped with a Range request (up to `RESUMES` times), or restarted
+    /// when the server ignores the range.
+    async fn download(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+        store: &ContentStore,
+        creds: &Credentials,
+    ) -> Result<u64> {
+        const RESUMES: u32 = 3;
+        let url = format!("{}/blobs/{}", self.base(reference), desc.digest);
         let mut writer = store.writer(&desc.digest, Some(desc.size))?;
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| http_err(reference, format!("blob {}: {e}", desc.digest)))?;
-            writer
-                .write_all(&chunk)
-                .map_err(|e| Error::BlobMismatch { digest: desc.digest.clone(), reason: e.to_string() })?;
+        let mut resumes = 0;
+        loop {
+            let response = self.get_from(reference, &url, None, creds, writer.written()).await?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(http_err(reference, format!("GET {url}: {status}: {}", error_text(response).await)));
+            }
+            if writer.written() > 0 && status != StatusCode::PARTIAL_CONTENT {
+                // The whole blob again: start over.
+                writer = store.writer(&desc.digest, Some(desc.size))?;
+            }
+            let mut stream = response.bytes_stream();
+            let mut cut = None;
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(chunk) => writer
+                        .write_all(&chunk)
+                        .map_err(|e| Error::BlobMismatch { digest: desc.digest.clone(), reason: e.to_string() })?,
+                    Err(e) => {
+                        cut = Some(e);
+                        break;
+                    }
+                }
+            }
+            match cut {
+                None if writer.written() == desc.size => break,
+                Some(e) if resumes >= RESUMES => {
+                    return Err(http_err(reference, format!("blob {}: {e} (after {resumes} resumes)", desc.digest)));
+                }
+                None if resumes >= RESUMES => {
+                    return Err(http_err(reference, format!("blob {}: the transfer ended early", desc.digest)));
+                }
+                _ => {
+                    resumes += 1;
+                    tracing::debug!(digest = %desc.digest, offset = writer.written(), "resuming an interrupted blob download");
+                }
+            }
         }
         let written = writer.written();
         writer.commit()?;

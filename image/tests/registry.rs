@@ -68,3 +68,90 @@ async fn a_registry_that_is_down_is_a_clear_error() {
     let err = client.manifest(&reference, "z", &Credentials::Anonymous).await.unwrap_err().to_string();
     assert!(err.contains(&host), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_fetches_of_a_blob_download_it_once() {
+    let registry = Registry::start();
+    registry.push_busybox("test/busybox", "v1").await;
+    let client = RegistryClient::new(RegistryConfig { plain_http: vec![registry.host.clone()] }).unwrap();
+    let reference: Reference = format!("{}/test/busybox:v1", registry.host).parse().unwrap();
+    let (_, media_type, body) = client.manifest(&reference, "v1", &Credentials::Anonymous).await.unwrap();
+    let Fetched::Manifest(m) = manifest::parse(media_type.as_deref(), &body).unwrap() else { panic!("a manifest") };
+    let dir = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(dir.path()).unwrap();
+    let layer = &m.layers[0];
+    let (a, b) = tokio::join!(
+        client.blob(&reference, layer, &store, &Credentials::Anonymous),
+        client.blob(&reference, layer, &store, &Credentials::Anonymous)
+    );
+    let mut fetched = [a.unwrap(), b.unwrap()];
+    fetched.sort();
+    assert_eq!(fetched, [0, layer.size], "one download, one wait");
+}
+
+/// Serves one blob twice: the first answer is cut after half the body; a
+/// Range request then gets the rest as 206. Returns the Range headers seen.
+fn flaky_blob_server(blob: Vec<u8>) -> (String, std::thread::JoinHandle<Vec<Option<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let handle = std::thread::spawn(move || {
+        let mut ranges = Vec::new();
+        for _ in 0..2 {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut range = None;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                    range = Some(v.trim().trim_end_matches('-').to_owned());
+                }
+            }
+            let mut out = stream;
+            match range.as_deref().map(|r| r.parse::<usize>().unwrap()) {
+                None => {
+                    let head =
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", blob.len());
+                    out.write_all(head.as_bytes()).unwrap();
+                    out.write_all(&blob[..blob.len() / 2]).unwrap();
+                }
+                Some(from) => {
+                    let head = format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\nConnection: close\r\n\r\n",
+                        blob.len() - from,
+                        blob.len() - 1,
+                        blob.len()
+                    );
+                    out.write_all(head.as_bytes()).unwrap();
+                    out.write_all(&blob[from..]).unwrap();
+                }
+            }
+            ranges.push(range);
+        }
+        ranges
+    });
+    (host, handle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_blob_download_resumes_with_a_range_request() {
+    let blob: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let digest = Digest::sha256_of(&blob);
+    let (host, server) = flaky_blob_server(blob.clone());
+    let client = RegistryClient::new(RegistryConfig { plain_http: vec![host.clone()] }).unwrap();
+    let reference: Reference = format!("{host}/flaky/blob:v1").parse().unwrap();
+    let desc: manifest::Descriptor = serde_json::from_value(serde_json::json!({
+        "mediaType": "application/octet-stream", "digest": digest.to_string(), "size": blob.len()
+    }))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(dir.path()).unwrap();
+    client.blob(&reference, &desc, &store, &Credentials::Anonymous).await.unwrap();
+    assert_eq!(store.read(&digest).unwrap(), blob);
+    let ranges = server.join().unwrap();
+    assert_eq!(ranges, vec![None, Some((blob.len() / 2).to_string())], "resumed from where it was cut");
+}
