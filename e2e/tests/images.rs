@@ -211,3 +211,67 @@ async fn a_layer_that_escapes_fails_the_pull_and_leaves_no_image() {
     );
     assert_eq!(count_files(&daemon.sandbox.root.join("images/snapshots/tmp")), 0, "the half-unpacked layer is gone");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_blob_in_the_registry_fails_the_pull_cleanly() {
+    let registry = Registry::start();
+    let pushed = registry.push_busybox("test/busybox", "v1").await;
+    // Damage the layer as stored by the registry: it now serves other bytes.
+    let layer_digest = {
+        let blobs = registry.storage().join("docker/registry/v2/blobs/sha256");
+        let mut found = None;
+        for prefix in std::fs::read_dir(&blobs).unwrap().flatten() {
+            for blob in std::fs::read_dir(prefix.path()).unwrap().flatten() {
+                let data = blob.path().join("data");
+                if std::fs::metadata(&data).unwrap().len() == pushed.layer_size {
+                    let mut bytes = std::fs::read(&data).unwrap();
+                    let last = bytes.len() - 1;
+                    bytes[last / 2] ^= 0xff;
+                    std::fs::write(&data, bytes).unwrap();
+                    found = Some(blob.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        found.expect("the layer blob in the registry's storage")
+    };
+    let daemon = daemon_for(&registry).await;
+    let mut images = daemon.image().await;
+    let name = format!("{}/test/busybox:v1", registry.host);
+    let err = images.pull_image(PullImageRequest { image: spec(&name), ..Default::default() }).await.unwrap_err();
+    assert!(err.message().contains(&layer_digest) && err.message().contains("verification"), "{}", err.message());
+    assert!(images.list_images(ListImagesRequest::default()).await.unwrap().into_inner().images.is_empty());
+    assert_eq!(count_files(&daemon.sandbox.root.join("images/content/ingest")), 0, "no temporaries left");
+    assert!(!daemon.sandbox.root.join("images/content/blobs/sha256").join(&layer_digest).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_that_fills_during_the_pull_is_a_clear_error_and_leaves_nothing() {
+    let registry = Registry::start();
+    registry.push_busybox("test/busybox", "v1").await;
+    // A root on a 1 MiB tmpfs: busybox alone is bigger.
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(&sandbox.root).unwrap();
+    nix::mount::mount(Some("tmpfs"), &sandbox.root, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=1m"))
+        .unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let unmount = Unmount(sandbox.root.clone());
+    let config = sandbox.dir.path().join("config.toml");
+    std::fs::write(&config, format!("[image]\nplain_http_registries = [\"{}\"]\n", registry.host)).unwrap();
+    let mut daemon = Daemon::start_with(sandbox, &["--config", config.to_str().unwrap()]).await;
+    let mut images = daemon.image().await;
+    let name = format!("{}/test/busybox:v1", registry.host);
+    let err = images.pull_image(PullImageRequest { image: spec(&name), ..Default::default() }).await.unwrap_err();
+    assert!(err.message().contains("No space left on device"), "{}", err.message());
+    assert!(images.list_images(ListImagesRequest::default()).await.unwrap().into_inner().images.is_empty());
+    assert_eq!(count_files(&daemon.sandbox.root.join("images/content/ingest")), 0);
+    assert_eq!(count_files(&daemon.sandbox.root.join("images/snapshots/tmp")), 0);
+    drop(images);
+    // Stop the daemon, then take the tmpfs away, before the harness checks for leftovers.
+    assert!(daemon.terminate().success());
+    drop(unmount);
+}
