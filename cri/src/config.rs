@@ -30,11 +30,19 @@ pub struct Config {
     pub network: NetworkConfig,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ImageConfig {
     /// Registry hosts (`host:port`) reached over plain HTTP instead of TLS.
     pub plain_http_registries: Vec<String>,
+    /// Cancel a pull whose download receives nothing for this long; 0: never.
+    pub pull_progress_timeout_seconds: u64,
+}
+
+impl Default for ImageConfig {
+    fn default() -> ImageConfig {
+        ImageConfig { plain_http_registries: Vec::new(), pull_progress_timeout_seconds: 300 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,6 +139,10 @@ pub const KEY_DOCS: &[(&str, &str)] = &[
     (
         "image.plain_http_registries",
         "Registry hosts (host:port) reached over plain HTTP instead of TLS, e.g. [\"127.0.0.1:5000\"]. Empty: TLS everywhere.",
+    ),
+    (
+        "image.pull_progress_timeout_seconds",
+        "Cancel a pull whose download receives no bytes for this many seconds (containerd's image_pull_progress_timeout); 0: never.",
     ),
     (
         "network.pod_cidr",

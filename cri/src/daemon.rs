@@ -127,13 +127,19 @@ async fn prepare(config: Config, config_file: Option<PathBuf>, claimed: &mut Cla
 
     let root = config.root.clone();
     let pod_cidrs = config.pod_cidrs();
-    let plain_http = config.image.plain_http_registries.clone();
+    let registry = RegistryConfig {
+        plain_http: config.image.plain_http_registries.clone(),
+        progress_timeout: match config.image.pull_progress_timeout_seconds {
+            0 => None,
+            secs => Some(Duration::from_secs(secs)),
+        },
+    };
     let (state, images, network) = tokio::task::spawn_blocking(move || -> Result<_> {
         let (state, recovered) = State::open(&root)?;
         for orphan in &recovered.orphans_removed {
             tracing::warn!(container_id = %orphan, "removed the record of a container whose pod record was gone");
         }
-        let images = ImageStore::open(&root.join("images"), RegistryConfig { plain_http: plain_http.clone() })?;
+        let images = ImageStore::open(&root.join("images"), registry)?;
         let network = Network::open(&root.join("network"), pod_cidrs)?;
         tracing::info!(
             pods = recovered.pods,

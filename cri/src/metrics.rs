@@ -23,6 +23,11 @@ struct RpcLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     rpc: String,
     code: String,
@@ -40,6 +45,9 @@ pub struct Metrics {
     requests: Family<RpcLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     latency: Family<RpcLabels, Histogram, fn() -> Histogram>,
+    pulls: Family<ResultLabels, Counter>,
+    pull_bytes: Counter,
+    pull_seconds: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -57,7 +65,14 @@ impl Default for Metrics {
         registry.register("grpc_requests", "CRI gRPC requests handled, by RPC", requests.clone());
         registry.register("grpc_errors", "CRI gRPC requests that failed, by RPC and gRPC code", errors.clone());
         registry.register("grpc_request_duration_seconds", "CRI gRPC request latency, by RPC", latency.clone());
-        Metrics { registry: Arc::new(registry), requests, errors, latency }
+        let pulls = Family::<ResultLabels, Counter>::default();
+        let pull_bytes = Counter::default();
+        // 10ms .. ~40min
+        let pull_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 18));
+        registry.register("image_pulls", "Image pulls, by result (ok or error)", pulls.clone());
+        registry.register("image_pull_bytes", "Bytes downloaded by image pulls", pull_bytes.clone());
+        registry.register("image_pull_duration_seconds", "Image pull duration", pull_seconds.clone());
+        Metrics { registry: Arc::new(registry), requests, errors, latency, pulls, pull_bytes, pull_seconds }
     }
 }
 
@@ -70,6 +85,14 @@ impl Metrics {
         if let Some(code) = error_code {
             self.errors.get_or_create(&ErrorLabels { rpc: rpc.to_owned(), code: format!("{code:?}") }).inc();
         }
+    }
+
+    /// Records one finished image pull; `bytes` is `Some` when it succeeded.
+    pub fn observe_pull(&self, elapsed: Duration, bytes: Option<u64>) {
+        let result = if bytes.is_some() { "ok" } else { "error" };
+        self.pulls.get_or_create(&ResultLabels { result: result.into() }).inc();
+        self.pull_bytes.inc_by(bytes.unwrap_or(0));
+        self.pull_seconds.observe(elapsed.as_secs_f64());
     }
 
     /// The metrics in the OpenMetrics text format.

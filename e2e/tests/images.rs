@@ -275,3 +275,37 @@ async fn a_disk_that_fills_during_the_pull_is_a_clear_error_and_leaves_nothing()
     assert!(daemon.terminate().success());
     drop(unmount);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_are_counted_in_the_metrics() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let registry = Registry::start();
+    let pushed = registry.push_busybox("test/busybox", "v1").await;
+    let sandbox = Sandbox::new();
+    let config = sandbox.dir.path().join("config.toml");
+    let address = format!("127.0.0.1:{}", bulkhead_e2e::free_port());
+    std::fs::write(
+        &config,
+        format!("[image]\nplain_http_registries = [\"{}\"]\n[metrics]\naddress = \"{address}\"\n", registry.host),
+    )
+    .unwrap();
+    let daemon = Daemon::start_with(sandbox, &["--config", config.to_str().unwrap()]).await;
+    let mut images = daemon.image().await;
+    let name = format!("{}/test/busybox:v1", registry.host);
+    images.pull_image(PullImageRequest { image: spec(&name), ..Default::default() }).await.unwrap();
+    let missing = format!("{}/test/busybox:nope", registry.host);
+    images.pull_image(PullImageRequest { image: spec(&missing), ..Default::default() }).await.unwrap_err();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.unwrap();
+    assert!(body.contains("bulkhead_image_pulls_total{result=\"ok\"} 1"), "{body}");
+    assert!(body.contains("bulkhead_image_pulls_total{result=\"error\"} 1"), "{body}");
+    let bytes: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("bulkhead_image_pull_bytes_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(bytes >= pushed.layer_size, "{bytes}");
+    assert!(body.contains("bulkhead_image_pull_duration_seconds_count 2"), "{body}");
+}

@@ -38,6 +38,9 @@ pub enum Credentials {
 pub struct RegistryConfig {
     /// Hosts (`host:port`) spoken to over plain HTTP.
     pub plain_http: Vec<String>,
+    /// Cancel a download that receives no bytes for this long (containerd's
+    /// image pull progress timeout). `None`: wait forever.
+    pub progress_timeout: Option<std::time::Duration>,
 }
 
 /// A registry client; cheap to share, caches bearer tokens per scope.
@@ -325,7 +328,22 @@ impl RegistryClient {
             }
             let mut stream = response.bytes_stream();
             let mut cut = None;
-            while let Some(chunk) = stream.next().await {
+            let started = std::time::Instant::now();
+            loop {
+                let next = match self.config.progress_timeout {
+                    Some(limit) => tokio::time::timeout(limit, stream.next()).await.map_err(|_| {
+                        http_err(
+                            reference,
+                            format!(
+                                "blob {}: no data for {}s; pull cancelled (image.pull_progress_timeout_seconds)",
+                                desc.digest,
+                                limit.as_secs()
+                            ),
+                        )
+                    })?,
+                    None => stream.next().await,
+                };
+                let Some(chunk) = next else { break };
                 match chunk {
                     Ok(chunk) => writer
                         .write_all(&chunk)
@@ -337,7 +355,17 @@ impl RegistryClient {
                 }
             }
             match cut {
-                None if writer.written() == desc.size => break,
+                None if writer.written() == desc.size => {
+                    let secs = started.elapsed().as_secs_f64().max(1e-6);
+                    tracing::debug!(
+                        digest = %desc.digest,
+                        bytes = desc.size,
+                        ms = (secs * 1000.0) as u64,
+                        mb_per_s = desc.size as f64 / secs / 1e6,
+                        "blob downloaded"
+                    );
+                    break;
+                }
                 Some(e) if resumes >= RESUMES => {
                     return Err(http_err(reference, format!("blob {}: {e} (after {resumes} resumes)", desc.digest)));
                 }

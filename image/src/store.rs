@@ -16,6 +16,10 @@ use crate::snapshot::Snapshots;
 use crate::unpack::{Compression, chain_id, unpack};
 use crate::{Digest, Error, ImageRecord, Images, Reference, Result};
 
+fn body_len(body: &[u8]) -> u64 {
+    body.len() as u64
+}
+
 /// How many layers of one image download at once.
 const PARALLEL_LAYERS: usize = 3;
 
@@ -69,9 +73,12 @@ impl ImageStore {
         Ok(images.into_iter().find(|i| i.repo_tags.contains(&wanted) || i.repo_digests.contains(&wanted)))
     }
 
-    /// Pulls `reference` and records it; returns the image.
-    pub async fn pull(self: &Arc<Self>, reference: &Reference, creds: &Credentials) -> Result<ImageRecord> {
+    /// Pulls `reference` and records it; returns the image and the bytes
+    /// downloaded (blobs already in the store cost nothing).
+    pub async fn pull(self: &Arc<Self>, reference: &Reference, creds: &Credentials) -> Result<(ImageRecord, u64)> {
+        let mut downloaded = 0;
         let (manifest_digest, media_type, body) = self.client.manifest(reference, &reference.object(), creds).await?;
+        downloaded += body_len(&body);
         let mut blobs = vec![manifest_digest.clone()];
         self.put_blob(&manifest_digest, body.clone()).await?;
         let manifest = match manifest::parse(media_type.as_deref(), &body)? {
@@ -79,6 +86,7 @@ impl ImageStore {
             Fetched::Index(index) => {
                 let chosen = index.select(&Platform::host())?.digest.clone();
                 let (digest, media_type, body) = self.client.manifest(reference, &chosen.to_string(), creds).await?;
+                downloaded += body_len(&body);
                 self.put_blob(&digest, body.clone()).await?;
                 blobs.push(digest);
                 match manifest::parse(media_type.as_deref(), &body)? {
@@ -89,7 +97,7 @@ impl ImageStore {
                 }
             }
         };
-        self.client.blob(reference, &manifest.config, &self.content, creds).await?;
+        downloaded += self.client.blob(reference, &manifest.config, &self.content, creds).await?;
         blobs.push(manifest.config.digest.clone());
         let config = ImageConfig::parse(&self.content.read(&manifest.config.digest)?)?;
         if config.rootfs.diff_ids.len() != manifest.layers.len() {
@@ -105,7 +113,7 @@ impl ImageStore {
         for batch in manifest.layers.chunks(PARALLEL_LAYERS) {
             let fetches = batch.iter().map(|layer| self.client.blob(reference, layer, &self.content, creds));
             for fetched in futures_util::future::join_all(fetches).await {
-                fetched?;
+                downloaded += fetched?;
             }
         }
         let mut chain_ids = Vec::new();
@@ -165,7 +173,7 @@ impl ImageStore {
             }
         }
         self.images.put(&record)?;
-        Ok(record)
+        Ok((record, downloaded))
     }
 
     async fn put_blob(self: &Arc<Self>, digest: &Digest, bytes: Vec<u8>) -> Result<()> {

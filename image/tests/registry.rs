@@ -16,7 +16,8 @@ async fn pull_a_pushed_image_blob_by_blob_and_unpack_it() {
     let pushed = registry.push_busybox("test/busybox", "v1").await;
     let manifest_digest: Digest = pushed.manifest_digest.parse().unwrap();
     let tar = pushed.layer_tar;
-    let client = RegistryClient::new(RegistryConfig { plain_http: vec![registry.host.clone()] }).unwrap();
+    let client =
+        RegistryClient::new(RegistryConfig { plain_http: vec![registry.host.clone()], ..Default::default() }).unwrap();
     let reference: Reference = format!("{}/test/busybox:v1", registry.host).parse().unwrap();
 
     let (digest, media_type, body) =
@@ -63,7 +64,7 @@ async fn pull_a_pushed_image_blob_by_blob_and_unpack_it() {
 async fn a_registry_that_is_down_is_a_clear_error() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let host = format!("127.0.0.1:{port}");
-    let client = RegistryClient::new(RegistryConfig { plain_http: vec![host.clone()] }).unwrap();
+    let client = RegistryClient::new(RegistryConfig { plain_http: vec![host.clone()], ..Default::default() }).unwrap();
     let reference: Reference = format!("{host}/x/y:z").parse().unwrap();
     let err = client.manifest(&reference, "z", &Credentials::Anonymous).await.unwrap_err().to_string();
     assert!(err.contains(&host), "{err}");
@@ -73,7 +74,8 @@ async fn a_registry_that_is_down_is_a_clear_error() {
 async fn two_concurrent_fetches_of_a_blob_download_it_once() {
     let registry = Registry::start();
     registry.push_busybox("test/busybox", "v1").await;
-    let client = RegistryClient::new(RegistryConfig { plain_http: vec![registry.host.clone()] }).unwrap();
+    let client =
+        RegistryClient::new(RegistryConfig { plain_http: vec![registry.host.clone()], ..Default::default() }).unwrap();
     let reference: Reference = format!("{}/test/busybox:v1", registry.host).parse().unwrap();
     let (_, media_type, body) = client.manifest(&reference, "v1", &Credentials::Anonymous).await.unwrap();
     let Fetched::Manifest(m) = manifest::parse(media_type.as_deref(), &body).unwrap() else { panic!("a manifest") };
@@ -142,7 +144,7 @@ async fn an_interrupted_blob_download_resumes_with_a_range_request() {
     let blob: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let digest = Digest::sha256_of(&blob);
     let (host, server) = flaky_blob_server(blob.clone());
-    let client = RegistryClient::new(RegistryConfig { plain_http: vec![host.clone()] }).unwrap();
+    let client = RegistryClient::new(RegistryConfig { plain_http: vec![host.clone()], ..Default::default() }).unwrap();
     let reference: Reference = format!("{host}/flaky/blob:v1").parse().unwrap();
     let desc: manifest::Descriptor = serde_json::from_value(serde_json::json!({
         "mediaType": "application/octet-stream", "digest": digest.to_string(), "size": blob.len()
@@ -154,4 +156,39 @@ async fn an_interrupted_blob_download_resumes_with_a_range_request() {
     assert_eq!(store.read(&digest).unwrap(), blob);
     let ranges = server.join().unwrap();
     assert_eq!(ranges, vec![None, Some((blob.len() / 2).to_string())], "resumed from where it was cut");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_that_stalls_is_cancelled_after_the_progress_timeout() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    // Headers, a few bytes, then silence.
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 2 {
+            line.clear();
+        }
+        let mut out = stream;
+        out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nabc").unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    });
+    let config =
+        RegistryConfig { plain_http: vec![host.clone()], progress_timeout: Some(std::time::Duration::from_secs(1)) };
+    let client = RegistryClient::new(config).unwrap();
+    let reference: Reference = format!("{host}/slow/blob:v1").parse().unwrap();
+    let desc: manifest::Descriptor = serde_json::from_value(serde_json::json!({
+        "mediaType": "application/octet-stream", "digest": Digest::sha256_of(b"x").to_string(), "size": 1000
+    }))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(dir.path()).unwrap();
+    let started = std::time::Instant::now();
+    let err = client.blob(&reference, &desc, &store, &Credentials::Anonymous).await.unwrap_err().to_string();
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "cancelled after about a second");
+    assert!(err.contains("no data for 1s") && err.contains("pull_progress_timeout"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path().join("ingest")).unwrap().count(), 0, "the partial download is removed");
+    server.join().unwrap();
 }

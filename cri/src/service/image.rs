@@ -125,8 +125,10 @@ impl ImageService for Cri {
             let reference: Reference = name.parse()?;
             let creds = credentials(req.auth.as_ref())?;
             let started = std::time::Instant::now();
-            let image = ctx.images.pull(&reference, &creds).await?;
-            tracing::info!(image = %reference, id = %image.id, elapsed_ms = started.elapsed().as_millis() as u64, "pulled");
+            let pulled = ctx.images.pull(&reference, &creds).await;
+            ctx.metrics.observe_pull(started.elapsed(), pulled.as_ref().ok().map(|(_, bytes)| *bytes));
+            let (image, bytes) = pulled?;
+            tracing::info!(image = %reference, id = %image.id, bytes, elapsed_ms = started.elapsed().as_millis() as u64, "pulled");
             Ok(PullImageResponse { image_ref: image.id })
         })
         .await
