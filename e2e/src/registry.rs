@@ -27,8 +27,178 @@ pub struct Registry {
     dir: tempfile::TempDir,
     /// `127.0.0.1:<port>`
     pub host: String,
-    /// The Basic credentials it requires, if any.
-    auth: Option<(String, String)>,
+    /// How it authenticates clients.
+    auth: Auth,
+}
+
+/// A registry's authentication, as the fixture sets it up.
+#[derive(Debug)]
+enum Auth {
+    None,
+    /// htpasswd Basic auth.
+    Basic(String, String),
+    /// Bearer tokens from our own token server, which wants these Basic credentials.
+    Token(TokenServer),
+}
+
+/// A token server of the test's own, as distribution's token auth expects:
+/// ES256 JWTs carrying their certificate (x5c), trusted through the
+/// registry's rootcertbundle.
+#[derive(Debug)]
+pub struct TokenServer {
+    /// `http://127.0.0.1:<port>/token`
+    pub realm: String,
+    key_pkcs8: Vec<u8>,
+    cert_der: Vec<u8>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    address: String,
+}
+
+const TOKEN_SERVICE: &str = "bulkhead-test";
+const TOKEN_ISSUER: &str = "bulkhead-test-issuer";
+
+fn openssl(args: &[&str]) {
+    let status =
+        Command::new("openssl").args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().expect("openssl");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl TokenServer {
+    /// Makes a key and a self-signed certificate in `dir` and starts serving
+    /// tokens to `user`/`password` (anyone else gets 401).
+    fn start(dir: &std::path::Path, user: &str, password: &str) -> TokenServer {
+        let (key, cert) = (dir.join("token.key"), dir.join("token.crt"));
+        let (pkcs8, der) = (dir.join("token.p8"), dir.join("token.der"));
+        let p = |x: &std::path::Path| x.to_str().expect("utf-8 path").to_owned();
+        openssl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &p(&key)]);
+        openssl(&[
+            "req",
+            "-new",
+            "-x509",
+            "-key",
+            &p(&key),
+            "-out",
+            &p(&cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=bulkhead-test-token",
+        ]);
+        openssl(&["pkcs8", "-topk8", "-nocrypt", "-in", &p(&key), "-outform", "DER", "-out", &p(&pkcs8)]);
+        openssl(&["x509", "-in", &p(&cert), "-outform", "DER", "-out", &p(&der)]);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("token server port");
+        let address = listener.local_addr().expect("address").to_string();
+        let server = TokenServer {
+            realm: format!("http://{address}/token"),
+            key_pkcs8: std::fs::read(&pkcs8).expect("key"),
+            cert_der: std::fs::read(&der).expect("cert"),
+            stop: Default::default(),
+            address,
+        };
+        let (minter, stop) = (server.minter(), server.stop.clone());
+        let expected = format!("Basic {}", {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        });
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                serve_token(stream, &expected, &minter);
+            }
+        });
+        server
+    }
+
+    fn minter(&self) -> Minter {
+        Minter { key_pkcs8: self.key_pkcs8.clone(), cert_der: self.cert_der.clone() }
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(&self.address);
+    }
+}
+
+/// Signs tokens.
+#[derive(Debug, Clone)]
+struct Minter {
+    key_pkcs8: Vec<u8>,
+    cert_der: Vec<u8>,
+}
+
+impl Minter {
+    /// A JWT granting `actions` on `repository`.
+    fn mint(&self, repository: &str, actions: &[&str]) -> String {
+        use base64::Engine;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+        let header = serde_json::json!({"alg": "ES256", "typ": "JWT",
+            "x5c": [base64::engine::general_purpose::STANDARD.encode(&self.cert_der)]});
+        let claims = serde_json::json!({"iss": TOKEN_ISSUER, "sub": "tester", "aud": TOKEN_SERVICE,
+            "exp": now + 600, "nbf": now - 60, "iat": now, "jti": format!("{now}-{repository}"),
+            "access": [{"type": "repository", "name": repository, "actions": actions}]});
+        let signing_input =
+            format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+        let rng = ring::rand::SystemRandom::new();
+        let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &self.key_pkcs8,
+            &rng,
+        )
+        .expect("token key");
+        let signature = key.sign(&rng, signing_input.as_bytes()).expect("sign");
+        format!("{signing_input}.{}", b64url(signature.as_ref()))
+    }
+}
+
+/// Answers one token request: `scope=repository:<name>:<actions>`.
+fn serve_token(stream: std::net::TcpStream, expected_auth: &str, minter: &Minter) {
+    use std::io::{BufRead, BufReader};
+    let mut reader = BufReader::new(match stream.try_clone() {
+        Ok(s) => s,
+        Err(_) => return,
+    });
+    let mut request_line = String::new();
+    let _ = reader.read_line(&mut request_line);
+    let mut authorized = false;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) <= 2 {
+            break;
+        }
+        if let Some(v) = line.strip_prefix("Authorization: ").or_else(|| line.strip_prefix("authorization: ")) {
+            authorized = v.trim() == expected_auth;
+        }
+    }
+    let scope = request_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|target| target.split_once('?'))
+        .and_then(|(_, query)| query.split('&').find_map(|kv| kv.strip_prefix("scope=")))
+        .map(|s| s.replace("%3A", ":").replace("%2F", "/").replace("%2C", ","))
+        .unwrap_or_default();
+    let repository = scope.split(':').nth(1).unwrap_or_default().to_owned();
+    let mut out = stream;
+    let reply = if authorized {
+        let body = serde_json::json!({"token": minter.mint(&repository, &["pull"])}).to_string();
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    } else {
+        let body = r#"{"details":"wrong or missing credentials"}"#;
+        format!("HTTP/1.1 401 Unauthorized\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+    };
+    let _ = std::io::Write::write_all(&mut out, reply.as_bytes());
 }
 
 /// What a push produced.
@@ -44,15 +214,21 @@ pub struct Pushed {
 impl Registry {
     /// A registry open to anyone.
     pub fn start() -> Registry {
-        Registry::launch(None)
+        Registry::launch(|_| Auth::None)
     }
 
     /// A registry that requires `user`/`password` (htpasswd, bcrypt).
     pub fn start_with_basic_auth(user: &str, password: &str) -> Registry {
-        Registry::launch(Some((user.to_owned(), password.to_owned())))
+        Registry::launch(|_| Auth::Basic(user.to_owned(), password.to_owned()))
     }
 
-    fn launch(auth: Option<(String, String)>) -> Registry {
+    /// A registry that requires Bearer tokens from a token server of the
+    /// test's own, which hands them to `user`/`password`.
+    pub fn start_with_token_auth(user: &str, password: &str) -> Registry {
+        Registry::launch(|dir| Auth::Token(TokenServer::start(dir, user, password)))
+    }
+
+    fn launch(make_auth: impl FnOnce(&std::path::Path) -> Auth) -> Registry {
         let dir = tempfile::Builder::new().prefix("bulkhead-registry-").tempdir().expect("temp dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let host = format!("127.0.0.1:{port}");
@@ -60,7 +236,15 @@ impl Registry {
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
             dir.path().join("storage").display()
         );
-        if let Some((user, password)) = &auth {
+        let auth = make_auth(dir.path());
+        if let Auth::Token(server) = &auth {
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                server.realm,
+                dir.path().join("token.crt").display()
+            ));
+        }
+        if let Auth::Basic(user, password) = &auth {
             let out = Command::new("htpasswd")
                 .args(["-Bbn", user, password])
                 .output()
@@ -87,10 +271,12 @@ impl Registry {
         Registry { child, dir, host, auth }
     }
 
-    fn request(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    fn request(&self, builder: reqwest::RequestBuilder, repo: &str) -> reqwest::RequestBuilder {
         match &self.auth {
-            Some((user, password)) => builder.basic_auth(user, Some(password)),
-            None => builder,
+            Auth::Basic(user, password) => builder.basic_auth(user, Some(password)),
+            // The fixture holds the signing key: it mints its own push token.
+            Auth::Token(server) => builder.bearer_auth(server.minter().mint(repo, &["pull", "push"])),
+            Auth::None => builder,
         }
     }
 
@@ -102,7 +288,7 @@ impl Registry {
     async fn push_blob(&self, http: &reqwest::Client, repo: &str, bytes: &[u8]) -> String {
         let digest = sha256(bytes);
         let start = self
-            .request(http.post(format!("http://{}/v2/{repo}/blobs/uploads/", self.host)))
+            .request(http.post(format!("http://{}/v2/{repo}/blobs/uploads/", self.host)), repo)
             .send()
             .await
             .expect("start upload");
@@ -111,7 +297,7 @@ impl Registry {
         let location = if location.starts_with("http") { location } else { format!("http://{}{location}", self.host) };
         let sep = if location.contains('?') { '&' } else { '?' };
         let put = self
-            .request(http.put(format!("{location}{sep}digest={digest}")))
+            .request(http.put(format!("{location}{sep}digest={digest}")), repo)
             .body(bytes.to_vec())
             .send()
             .await
@@ -149,7 +335,7 @@ impl Registry {
 
     async fn put_manifest(&self, http: &reqwest::Client, repo: &str, reference: &str, media_type: &str, body: &str) {
         let put = self
-            .request(http.put(format!("http://{}/v2/{repo}/manifests/{reference}", self.host)))
+            .request(http.put(format!("http://{}/v2/{repo}/manifests/{reference}", self.host)), repo)
             .header("content-type", media_type)
             .body(body.to_owned())
             .send()

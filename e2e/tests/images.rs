@@ -309,3 +309,18 @@ async fn pulls_are_counted_in_the_metrics() {
     assert!(bytes >= pushed.layer_size, "{bytes}");
     assert!(body.contains("bulkhead_image_pull_duration_seconds_count 2"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_are_fetched_from_the_registry_s_token_server() {
+    let registry = Registry::start_with_token_auth("alice", "s3cret");
+    let pushed = registry.push_busybox("tokens/busybox", "v1").await;
+    let daemon = daemon_for(&registry).await;
+    let mut images = daemon.image().await;
+    let name = format!("{}/tokens/busybox:v1", registry.host);
+    let err = images.pull_image(PullImageRequest { image: spec(&name), ..Default::default() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "the token server refuses anonymous: {err:?}");
+    assert!(err.message().contains("wrong or missing credentials"), "its message is passed on: {}", err.message());
+    let auth = Some(AuthConfig { username: "alice".into(), password: "s3cret".into(), ..Default::default() });
+    let pulled = images.pull_image(PullImageRequest { image: spec(&name), auth, ..Default::default() }).await.unwrap();
+    assert_eq!(pulled.into_inner().image_ref, pushed.config_digest);
+}
