@@ -37,11 +37,27 @@ pub struct ImageConfig {
     pub plain_http_registries: Vec<String>,
     /// Cancel a pull whose download receives nothing for this long; 0: never.
     pub pull_progress_timeout_seconds: u64,
+    /// Per-registry mirrors and TLS settings.
+    pub registries: Vec<RegistryHost>,
+}
+
+/// One registry's mirrors and TLS settings (containerd's hosts.toml).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryHost {
+    /// The registry: `docker.io`, `registry.k8s.io`, `host:port`.
+    pub registry: String,
+    /// Mirrors, tried in order before the registry: `https://host[:port]`.
+    pub mirrors: Vec<String>,
+    /// PEM CA certificates trusted for the registry and its mirrors.
+    pub ca_file: Option<PathBuf>,
+    /// Do not verify TLS certificates (insecure).
+    pub skip_verify: bool,
 }
 
 impl Default for ImageConfig {
     fn default() -> ImageConfig {
-        ImageConfig { plain_http_registries: Vec::new(), pull_progress_timeout_seconds: 300 }
+        ImageConfig { plain_http_registries: Vec::new(), pull_progress_timeout_seconds: 300, registries: Vec::new() }
     }
 }
 
@@ -145,6 +161,10 @@ pub const KEY_DOCS: &[(&str, &str)] = &[
         "Cancel a pull whose download receives no bytes for this many seconds (containerd's image_pull_progress_timeout); 0: never.",
     ),
     (
+        "image.registries",
+        "Per-registry settings, as [[image.registries]] tables: registry = \"docker.io\", mirrors = [\"https://mirror:5000\"] (tried in order, then the registry), ca_file = \"/etc/bulkhead/ca.pem\", skip_verify = false.",
+    ),
+    (
         "network.pod_cidr",
         "Pod CIDRs, comma-separated (one IPv4 and/or one IPv6); kubelet's UpdateRuntimeConfig replaces them. Empty: none.",
     ),
@@ -219,6 +239,18 @@ impl Config {
         check_log_filter(&self.log.level).map_err(|message| bad("log.level", message))?;
         self.metrics_address().map_err(|message| bad("metrics.address", message))?;
         PodCidrs::parse(&self.network.pod_cidr).map_err(|e| bad("network.pod_cidr", e.to_string()))?;
+        for (i, host) in self.image.registries.iter().enumerate() {
+            let key = |field: &str| format!("image.registries[{i}].{field}");
+            if host.registry.is_empty() || host.registry.contains('/') {
+                return Err(bad(&key("registry"), format!("{:?} is not a registry host", host.registry)));
+            }
+            if let Some(m) = host.mirrors.iter().find(|m| !(m.starts_with("http://") || m.starts_with("https://"))) {
+                return Err(bad(&key("mirrors"), format!("{m:?} is not an http:// or https:// URL")));
+            }
+            if let Some(ca) = host.ca_file.as_ref().filter(|c| !c.is_absolute()) {
+                return Err(bad(&key("ca_file"), format!("{} is not an absolute path", ca.display())));
+            }
+        }
         Ok(())
     }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulkhead_image::ImageStore;
-use bulkhead_image::registry::RegistryConfig;
+use bulkhead_image::registry::{HostConfig, RegistryConfig};
 use bulkhead_network::Network;
 use bulkhead_proto::cri::image_service_server::ImageServiceServer;
 use bulkhead_proto::cri::runtime_service_server::RuntimeServiceServer;
@@ -129,6 +129,17 @@ async fn prepare(config: Config, config_file: Option<PathBuf>, claimed: &mut Cla
     let pod_cidrs = config.pod_cidrs();
     let registry = RegistryConfig {
         plain_http: config.image.plain_http_registries.clone(),
+        hosts: config
+            .image
+            .registries
+            .iter()
+            .map(|h| HostConfig {
+                registry: h.registry.clone(),
+                mirrors: h.mirrors.clone(),
+                ca_file: h.ca_file.clone(),
+                skip_verify: h.skip_verify,
+            })
+            .collect(),
         progress_timeout: match config.image.pull_progress_timeout_seconds {
             0 => None,
             secs => Some(Duration::from_secs(secs)),

@@ -324,3 +324,50 @@ async fn bearer_tokens_are_fetched_from_the_registry_s_token_server() {
     let pulled = images.pull_image(PullImageRequest { image: spec(&name), auth, ..Default::default() }).await.unwrap();
     assert_eq!(pulled.into_inner().image_ref, pushed.config_digest);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrors_are_tried_in_order_before_the_registry() {
+    let with_image = Registry::start();
+    let pushed = with_image.push_busybox("test/busybox", "v1").await;
+    let dead = |_: ()| format!("127.0.0.1:{}", bulkhead_e2e::free_port());
+    let (dead_upstream, dead_mirror) = (dead(()), dead(()));
+    let sandbox = Sandbox::new();
+    let config = sandbox.dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[image]\nplain_http_registries = [\"{up}\", \"{live}\"]\n\
+             [[image.registries]]\nregistry = \"{dead_upstream}\"\nmirrors = [\"http://{dead_mirror}\", \"http://{live}\"]\n\
+             [[image.registries]]\nregistry = \"{live}\"\nmirrors = [\"http://{dead_mirror}\"]\n",
+            up = dead_upstream,
+            live = with_image.host,
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start_with(sandbox, &["--config", config.to_str().unwrap()]).await;
+    let mut images = daemon.image().await;
+    // The registry is down and the first mirror too: the second mirror serves it.
+    let via_mirror = format!("{dead_upstream}/test/busybox:v1");
+    let pulled = images.pull_image(PullImageRequest { image: spec(&via_mirror), ..Default::default() }).await.unwrap();
+    assert_eq!(pulled.into_inner().image_ref, pushed.config_digest);
+    // The only mirror is down: the registry itself serves it.
+    let direct = format!("{}/test/busybox:v1", with_image.host);
+    images.pull_image(PullImageRequest { image: spec(&direct), ..Default::default() }).await.unwrap();
+    let tags = images.list_images(ListImagesRequest::default()).await.unwrap().into_inner().images[0].repo_tags.clone();
+    assert_eq!(tags.len(), 2, "one image, named both ways: {tags:?}");
+}
+
+#[test]
+fn bad_registry_settings_are_refused_naming_the_key() {
+    let sandbox = Sandbox::new();
+    let config = sandbox.dir.path().join("config.toml");
+    std::fs::write(&config, "[[image.registries]]\nregistry = \"docker.io\"\nmirrors = [\"mirror.example.com\"]\n")
+        .unwrap();
+    let (status, stderr) = bulkhead_e2e::run_to_exit({
+        let mut c = sandbox.command(&[]);
+        c.arg("--config").arg(&config);
+        c
+    });
+    assert!(!status.success());
+    assert!(stderr.contains("image.registries[0].mirrors"), "{stderr}");
+}

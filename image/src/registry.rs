@@ -38,15 +38,40 @@ pub enum Credentials {
 pub struct RegistryConfig {
     /// Hosts (`host:port`) spoken to over plain HTTP.
     pub plain_http: Vec<String>,
+    /// Per-registry settings: mirrors, CA, verification.
+    pub hosts: Vec<HostConfig>,
     /// Cancel a download that receives no bytes for this long (containerd's
     /// image pull progress timeout). `None`: wait forever.
     pub progress_timeout: Option<std::time::Duration>,
+}
+
+/// One registry's settings, as containerd's hosts.toml gives them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostConfig {
+    /// The registry these settings are for (`docker.io`, `host:port`).
+    pub registry: String,
+    /// Mirrors tried in order before the registry itself: `http(s)://host[:port]`.
+    pub mirrors: Vec<String>,
+    /// A PEM file of CA certificates trusted for this registry and its mirrors.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Skip TLS verification for this registry and its mirrors (insecure).
+    pub skip_verify: bool,
+}
+
+/// Where a request can go: a mirror or the registry itself.
+struct Endpoint<'a> {
+    /// `scheme://host/v2/<repository>`
+    base: String,
+    client: &'a reqwest::Client,
+    mirror: bool,
 }
 
 /// A registry client; cheap to share, caches bearer tokens per scope.
 #[derive(Debug)]
 pub struct RegistryClient {
     http: reqwest::Client,
+    /// Clients with a registry's own CA or verification setting, by registry.
+    host_clients: HashMap<String, reqwest::Client>,
     config: RegistryConfig,
     tokens: Mutex<HashMap<String, String>>,
     /// Blobs being downloaded: a second pull of the same blob waits for the
@@ -97,43 +122,111 @@ impl RegistryClient {
     pub fn new(config: RegistryConfig) -> Result<RegistryClient> {
         // One process-wide crypto provider; a second install is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("bulkhead/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(std::time::Duration::from_secs(30))
-            .build()
-            .map_err(|e| Error::Registry { registry: String::new(), message: format!("HTTP client: {e}") })?;
-        Ok(RegistryClient { http, config, tokens: Mutex::new(HashMap::new()), in_flight: Mutex::new(HashMap::new()) })
+        let builder = || {
+            reqwest::Client::builder()
+                .user_agent(concat!("bulkhead/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(std::time::Duration::from_secs(30))
+        };
+        let build_err = |registry: &str, e: reqwest::Error| Error::Registry {
+            registry: registry.to_owned(),
+            message: format!("HTTP client: {e}"),
+        };
+        let http = builder().build().map_err(|e| build_err("", e))?;
+        let mut host_clients = HashMap::new();
+        for host in &config.hosts {
+            if host.ca_file.is_none() && !host.skip_verify {
+                continue;
+            }
+            let mut b = builder();
+            if let Some(ca) = &host.ca_file {
+                let pem =
+                    std::fs::read(ca).map_err(|source| Error::Io { op: "read CA file", path: ca.clone(), source })?;
+                for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| build_err(&host.registry, e))? {
+                    b = b.add_root_certificate(cert);
+                }
+            }
+            if host.skip_verify {
+                b = b.danger_accept_invalid_certs(true);
+            }
+            host_clients.insert(host.registry.clone(), b.build().map_err(|e| build_err(&host.registry, e))?);
+        }
+        Ok(RegistryClient {
+            http,
+            host_clients,
+            config,
+            tokens: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+        })
     }
 
-    /// The base URL of the registry API for `reference`'s registry.
-    fn base(&self, reference: &Reference) -> String {
-        let host = match reference.registry() {
+    /// Where to ask for `reference`: its registry's mirrors in order, then
+    /// the registry itself.
+    fn endpoints(&self, reference: &Reference) -> Vec<Endpoint<'_>> {
+        let registry = reference.registry();
+        let client = self.host_clients.get(registry).unwrap_or(&self.http);
+        let mut out: Vec<Endpoint<'_>> = self
+            .config
+            .hosts
+            .iter()
+            .filter(|h| h.registry == registry)
+            .flat_map(|h| h.mirrors.iter())
+            .map(|m| Endpoint {
+                base: format!("{}/v2/{}", m.trim_end_matches('/'), reference.repository()),
+                client,
+                mirror: true,
+            })
+            .collect();
+        let host = match registry {
             crate::reference::DEFAULT_REGISTRY => "registry-1.docker.io",
             other => other,
         };
-        let scheme = if self.config.plain_http.iter().any(|h| h == reference.registry()) { "http" } else { "https" };
-        format!("{scheme}://{host}/v2/{}", reference.repository())
+        let scheme = if self.config.plain_http.iter().any(|h| h == registry) { "http" } else { "https" };
+        out.push(Endpoint { base: format!("{scheme}://{host}/v2/{}", reference.repository()), client, mirror: false });
+        out
+    }
+
+    /// GETs `path` (after the repository) from the first endpoint that
+    /// answers: a mirror that fails to connect, lacks the object or errs is
+    /// passed over for the next, and the registry itself last.
+    async fn get_any(
+        &self,
+        reference: &Reference,
+        path: &str,
+        accept: Option<&str>,
+        creds: &Credentials,
+    ) -> Result<(reqwest::Response, String, &reqwest::Client)> {
+        let endpoints = self.endpoints(reference);
+        let last = endpoints.len() - 1;
+        for (i, endpoint) in endpoints.into_iter().enumerate() {
+            let url = format!("{}/{path}", endpoint.base);
+            match self.get_from(reference, endpoint.client, &url, accept, creds, 0).await {
+                Ok(r)
+                    if endpoint.mirror
+                        && i < last
+                        && (r.status() == StatusCode::NOT_FOUND || r.status().is_server_error()) =>
+                {
+                    tracing::debug!(url = %url, status = %r.status(), "mirror cannot serve; trying the next");
+                }
+                Err(e) if endpoint.mirror && i < last => {
+                    tracing::debug!(url = %url, error = %e, "mirror unreachable; trying the next");
+                }
+                Ok(r) => return Ok((r, url, endpoint.client)),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(http_err(reference, "no endpoint"))
     }
 
     fn cached_token(&self, scope: &str) -> Option<String> {
         self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(scope).cloned()
     }
 
-    /// GETs `url`, answering an authentication challenge once.
-    async fn get(
-        &self,
-        reference: &Reference,
-        url: &str,
-        accept: Option<&str>,
-        creds: &Credentials,
-    ) -> Result<reqwest::Response> {
-        self.get_from(reference, url, accept, creds, 0).await
-    }
-
-    /// GETs `url` from byte `offset` on (a Range request when not 0).
+    /// GETs `url` from byte `offset` on (a Range request when not 0),
+    /// answering an authentication challenge once.
     async fn get_from(
         &self,
         reference: &Reference,
+        client: &reqwest::Client,
         url: &str,
         accept: Option<&str>,
         creds: &Credentials,
@@ -141,7 +234,7 @@ impl RegistryClient {
     ) -> Result<reqwest::Response> {
         let scope = format!("repository:{}:pull", reference.repository());
         let request = |auth: Option<String>| {
-            let mut r = self.http.get(url);
+            let mut r = client.get(url);
             if let Some(accept) = accept {
                 r = r.header(header::ACCEPT, accept);
             }
@@ -251,8 +344,8 @@ impl RegistryClient {
         object: &str,
         creds: &Credentials,
     ) -> Result<(Digest, Option<String>, Vec<u8>)> {
-        let url = format!("{}/manifests/{object}", self.base(reference));
-        let response = self.get(reference, &url, Some(manifest::ACCEPT), creds).await?;
+        let (response, url, _) =
+            self.get_any(reference, &format!("manifests/{object}"), Some(manifest::ACCEPT), creds).await?;
         match response.status() {
             s if s.is_success() => {}
             StatusCode::NOT_FOUND => return Err(Error::ImageNotFound { reference: reference.to_string() }),
@@ -313,11 +406,16 @@ impl RegistryClient {
         creds: &Credentials,
     ) -> Result<u64> {
         const RESUMES: u32 = 3;
-        let url = format!("{}/blobs/{}", self.base(reference), desc.digest);
+        let (first, url, client) = self.get_any(reference, &format!("blobs/{}", desc.digest), None, creds).await?;
+        let mut first = Some(first);
         let mut writer = store.writer(&desc.digest, Some(desc.size))?;
         let mut resumes = 0;
         loop {
-            let response = self.get_from(reference, &url, None, creds, writer.written()).await?;
+            // Resumes go back to the endpoint that served the start.
+            let response = match first.take() {
+                Some(r) => r,
+                None => self.get_from(reference, client, &url, None, creds, writer.written()).await?,
+            };
             let status = response.status();
             if !status.is_success() {
                 return Err(http_err(reference, format!("GET {url}: {status}: {}", error_text(response).await)));

@@ -175,8 +175,11 @@ async fn a_download_that_stalls_is_cancelled_after_the_progress_timeout() {
         out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nabc").unwrap();
         std::thread::sleep(std::time::Duration::from_secs(2));
     });
-    let config =
-        RegistryConfig { plain_http: vec![host.clone()], progress_timeout: Some(std::time::Duration::from_secs(1)) };
+    let config = RegistryConfig {
+        plain_http: vec![host.clone()],
+        progress_timeout: Some(std::time::Duration::from_secs(1)),
+        ..Default::default()
+    };
     let client = RegistryClient::new(config).unwrap();
     let reference: Reference = format!("{host}/slow/blob:v1").parse().unwrap();
     let desc: manifest::Descriptor = serde_json::from_value(serde_json::json!({
