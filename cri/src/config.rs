@@ -39,6 +39,8 @@ pub struct ImageConfig {
     pub pull_progress_timeout_seconds: u64,
     /// Per-registry mirrors and TLS settings.
     pub registries: Vec<RegistryHost>,
+    /// Images reported as pinned, which kubelet never garbage-collects.
+    pub pinned_images: Vec<String>,
 }
 
 /// One registry's mirrors and TLS settings (containerd's hosts.toml).
@@ -57,7 +59,12 @@ pub struct RegistryHost {
 
 impl Default for ImageConfig {
     fn default() -> ImageConfig {
-        ImageConfig { plain_http_registries: Vec::new(), pull_progress_timeout_seconds: 300, registries: Vec::new() }
+        ImageConfig {
+            plain_http_registries: Vec::new(),
+            pull_progress_timeout_seconds: 300,
+            registries: Vec::new(),
+            pinned_images: Vec::new(),
+        }
     }
 }
 
@@ -165,6 +172,10 @@ pub const KEY_DOCS: &[(&str, &str)] = &[
         "Per-registry settings, as [[image.registries]] tables: registry = \"docker.io\", mirrors = [\"https://mirror:5000\"] (tried in order, then the registry), ca_file = \"/etc/bulkhead/ca.pem\", skip_verify = false.",
     ),
     (
+        "image.pinned_images",
+        "Images (references) reported as pinned: kubelet's image garbage collection never removes them.",
+    ),
+    (
         "network.pod_cidr",
         "Pod CIDRs, comma-separated (one IPv4 and/or one IPv6); kubelet's UpdateRuntimeConfig replaces them. Empty: none.",
     ),
@@ -239,6 +250,11 @@ impl Config {
         check_log_filter(&self.log.level).map_err(|message| bad("log.level", message))?;
         self.metrics_address().map_err(|message| bad("metrics.address", message))?;
         PodCidrs::parse(&self.network.pod_cidr).map_err(|e| bad("network.pod_cidr", e.to_string()))?;
+        for (i, image) in self.image.pinned_images.iter().enumerate() {
+            image
+                .parse::<bulkhead_image::Reference>()
+                .map_err(|e| bad(&format!("image.pinned_images[{i}]"), e.to_string()))?;
+        }
         for (i, host) in self.image.registries.iter().enumerate() {
             let key = |field: &str| format!("image.registries[{i}].{field}");
             if host.registry.is_empty() || host.registry.contains('/') {

@@ -11,7 +11,12 @@ use tonic::Code;
 async fn daemon_for(registry: &Registry) -> Daemon {
     let sandbox = Sandbox::new();
     let config = sandbox.dir.path().join("config.toml");
-    std::fs::write(&config, format!("[image]\nplain_http_registries = [\"{}\"]\n", registry.host)).unwrap();
+    // One image is pinned in every test daemon; it only exists in one test.
+    std::fs::write(
+        &config,
+        format!("[image]\nplain_http_registries = [\"{0}\"]\npinned_images = [\"{0}/multi/app:v1\"]\n", registry.host),
+    )
+    .unwrap();
     Daemon::start_with(sandbox, &["--config", config.to_str().unwrap()]).await
 }
 
@@ -42,6 +47,7 @@ async fn pull_list_status_and_remove_an_image() {
     assert_eq!(image.repo_tags, vec![name.clone()]);
     assert_eq!(image.repo_digests, vec![format!("{}/test/busybox@{}", registry.host, pushed.manifest_digest)]);
     assert_eq!(image.uid.as_ref().map(|u| u.value), Some(1000), "the config's User");
+    assert!(!image.pinned);
     assert!(image.size >= pushed.layer_size);
 
     // By tag, by digest, by id and by a short id.
@@ -171,6 +177,8 @@ async fn a_multi_layer_multi_platform_image_with_whiteouts_and_zstd_is_assembled
     let pulled =
         images.pull_image(PullImageRequest { image: spec(&name), ..Default::default() }).await.unwrap().into_inner();
     assert_eq!(pulled.image_ref, config_digest, "the host platform's image out of the index");
+    let listed = images.list_images(ListImagesRequest::default()).await.unwrap().into_inner().images;
+    assert!(listed[0].pinned, "pinned by image.pinned_images");
     let image =
         images.image_status(ImageStatusRequest { image: spec(&name), verbose: true }).await.unwrap().into_inner();
     assert_eq!(image.image.unwrap().repo_digests, vec![format!("{}/multi/app@{index_digest}", registry.host)]);

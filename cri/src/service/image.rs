@@ -13,7 +13,7 @@ use bulkhead_proto::cri::image_service_server::ImageService;
 use bulkhead_proto::cri::*;
 use tonic::Request;
 
-use super::{Cri, Ids, RpcResult};
+use super::{Context, Cri, Ids, RpcResult};
 use crate::{Error, Result};
 
 fn image_name(spec: Option<&ImageSpec>) -> &str {
@@ -54,8 +54,17 @@ fn credentials(auth: Option<&AuthConfig>) -> Result<Credentials> {
     Ok(Credentials::Anonymous)
 }
 
+/// Whether the config pins `image` (by any of its names).
+fn pinned(ctx: &Context, image: &ImageRecord) -> bool {
+    image.pinned
+        || ctx.config.image.pinned_images.iter().filter_map(|p| p.parse::<Reference>().ok()).any(|p| {
+            let name = p.to_string();
+            image.repo_tags.contains(&name) || image.repo_digests.contains(&name)
+        })
+}
+
 /// The CRI view of an image record.
-fn to_cri(image: &ImageRecord) -> Image {
+fn to_cri(ctx: &Context, image: &ImageRecord) -> Image {
     let user = image.config.config.user.clone().unwrap_or_default();
     let user = user.split(':').next().unwrap_or_default().to_owned();
     let (uid, username) = match user.parse::<i64>() {
@@ -70,7 +79,7 @@ fn to_cri(image: &ImageRecord) -> Image {
         uid,
         username,
         spec: Some(ImageSpec { image: image.id.clone(), ..ImageSpec::default() }),
-        pinned: image.pinned,
+        pinned: pinned(ctx, image),
     }
 }
 
@@ -86,7 +95,7 @@ impl ImageService for Cri {
                     Some(name) => ctx.images.find(&name)?.into_iter().collect(),
                     None => ctx.images.list()?,
                 };
-                Ok(ListImagesResponse { images: images.iter().map(to_cri).collect() })
+                Ok(ListImagesResponse { images: images.iter().map(|i| to_cri(ctx, i)).collect() })
             }),
         )
         .await
@@ -110,7 +119,7 @@ impl ImageService for Cri {
                 } else {
                     HashMap::new()
                 };
-                Ok(ImageStatusResponse { image: Some(to_cri(&found)), info })
+                Ok(ImageStatusResponse { image: Some(to_cri(ctx, &found)), info })
             }),
         )
         .await
