@@ -379,3 +379,90 @@ fn bad_registry_settings_are_refused_naming_the_key() {
     assert!(!status.success());
     assert!(stderr.contains("image.registries[0].mirrors"), "{stderr}");
 }
+
+/// A registry that serves one image's manifest and config, then stalls in
+/// the middle of the layer: a pull that hangs until something kills it.
+fn stalling_registry() -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use bulkhead_e2e::registry::{OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, sha256};
+    use std::io::{BufRead, BufReader, Write};
+    let layer = vec![7u8; 100_000];
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [sha256(b"whatever")]}})
+    .to_string();
+    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": sha256(config.as_bytes()), "size": config.len()},
+        "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": sha256(&layer), "size": layer.len()}]})
+    .to_string();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_seen = stop.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            if stop_seen.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            reader.read_line(&mut request).unwrap();
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 2 {
+                line.clear();
+            }
+            let mut out = stream;
+            let path = request.split_whitespace().nth(1).unwrap_or_default().to_owned();
+            let (body, kind): (&[u8], &str) = if path.contains("/manifests/") {
+                (manifest.as_bytes(), OCI_MANIFEST)
+            } else if path.ends_with(&sha256(config.as_bytes())) {
+                (config.as_bytes(), "application/octet-stream")
+            } else {
+                // The layer: half of it, then nothing.
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", layer.len());
+                let _ = out.write_all(head.as_bytes());
+                let _ = out.write_all(&layer[..layer.len() / 2]);
+                let keep = out;
+                std::thread::spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_secs(60));
+                    drop(keep);
+                });
+                continue;
+            };
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = out.write_all(head.as_bytes());
+            let _ = out.write_all(body);
+        }
+    });
+    (host, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_mid_pull_restarts_with_no_image_and_no_leftovers() {
+    let (host, stop) = stalling_registry();
+    let sandbox = Sandbox::new();
+    let config = sandbox.dir.path().join("config.toml");
+    std::fs::write(&config, format!("[image]\nplain_http_registries = [\"{host}\"]\n")).unwrap();
+    let mut daemon = Daemon::start_with(sandbox, &["--config", config.to_str().unwrap()]).await;
+    let mut images = daemon.image().await;
+    let name = format!("{host}/stalls/forever:v1");
+    let pull =
+        tokio::spawn(
+            async move { images.pull_image(PullImageRequest { image: spec(&name), ..Default::default() }).await },
+        );
+    let ingest = daemon.sandbox.root.join("images/content/ingest");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while count_files(&ingest) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the layer download never started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    daemon.kill9();
+    assert!(pull.await.unwrap().is_err(), "the client sees the pull fail");
+    assert_eq!(count_files(&ingest), 1, "the crash left a partial download");
+    daemon.restart().await;
+    assert_eq!(count_files(&ingest), 0, "cleared at start");
+    let listed = daemon.image().await.list_images(ListImagesRequest::default()).await.unwrap().into_inner().images;
+    assert!(listed.is_empty(), "no half-pulled image is visible");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+}
