@@ -29,6 +29,8 @@ pub struct Registry {
     pub host: String,
     /// How it authenticates clients.
     auth: Auth,
+    /// `http`, or `https` with a self-signed certificate (`ca_file()`).
+    scheme: &'static str,
 }
 
 /// A registry's authentication, as the fixture sets it up.
@@ -228,7 +230,22 @@ impl Registry {
         Registry::launch(|dir| Auth::Token(TokenServer::start(dir, user, password)))
     }
 
+    /// A registry served over TLS with a certificate of its own (for
+    /// 127.0.0.1), which clients must be told to trust: `ca_file()`.
+    pub fn start_with_tls() -> Registry {
+        Registry::launch_with(|_| Auth::None, true)
+    }
+
+    /// The PEM certificate of the CA that signed a TLS registry's certificate.
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
     fn launch(make_auth: impl FnOnce(&std::path::Path) -> Auth) -> Registry {
+        Registry::launch_with(make_auth, false)
+    }
+
+    fn launch_with(make_auth: impl FnOnce(&std::path::Path) -> Auth, tls: bool) -> Registry {
         let dir = tempfile::Builder::new().prefix("bulkhead-registry-").tempdir().expect("temp dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let host = format!("127.0.0.1:{port}");
@@ -236,6 +253,61 @@ impl Registry {
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
             dir.path().join("storage").display()
         );
+        if tls {
+            // A CA of the test's own and a server certificate for 127.0.0.1 signed by it.
+            let d = |name: &str| dir.path().join(name).to_str().expect("utf-8 path").to_owned();
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &d("ca.key"),
+                "-out",
+                &d("ca.crt"),
+                "-days",
+                "1",
+                "-subj",
+                "/CN=bulkhead-test-ca",
+            ]);
+            openssl(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &d("tls.key"),
+                "-out",
+                &d("tls.csr"),
+                "-subj",
+                "/CN=127.0.0.1",
+            ]);
+            std::fs::write(
+                dir.path().join("ext.cnf"),
+                "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+            )
+            .expect("extensions");
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &d("tls.csr"),
+                "-CA",
+                &d("ca.crt"),
+                "-CAkey",
+                &d("ca.key"),
+                "-CAcreateserial",
+                "-out",
+                &d("tls.crt"),
+                "-days",
+                "1",
+                "-extfile",
+                &d("ext.cnf"),
+            ]);
+            let (key, cert) = (dir.path().join("tls.key"), dir.path().join("tls.crt"));
+            config.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()));
+        }
         let auth = make_auth(dir.path());
         if let Auth::Token(server) = &auth {
             config.push_str(&format!(
@@ -268,7 +340,8 @@ impl Registry {
             assert!(Instant::now() < deadline, "docker-registry did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Registry { child, dir, host, auth }
+        let scheme = if tls { "https" } else { "http" };
+        Registry { child, dir, host, auth, scheme }
     }
 
     fn request(&self, builder: reqwest::RequestBuilder, repo: &str) -> reqwest::RequestBuilder {
@@ -288,13 +361,14 @@ impl Registry {
     async fn push_blob(&self, http: &reqwest::Client, repo: &str, bytes: &[u8]) -> String {
         let digest = sha256(bytes);
         let start = self
-            .request(http.post(format!("http://{}/v2/{repo}/blobs/uploads/", self.host)), repo)
+            .request(http.post(format!("{}://{}/v2/{repo}/blobs/uploads/", self.scheme, self.host)), repo)
             .send()
             .await
             .expect("start upload");
         assert_eq!(start.status(), 202);
         let location = start.headers()["location"].to_str().expect("location").to_owned();
-        let location = if location.starts_with("http") { location } else { format!("http://{}{location}", self.host) };
+        let location =
+            if location.starts_with("http") { location } else { format!("{}://{}{location}", self.scheme, self.host) };
         let sep = if location.contains('?') { '&' } else { '?' };
         let put = self
             .request(http.put(format!("{location}{sep}digest={digest}")), repo)
@@ -335,7 +409,7 @@ impl Registry {
 
     async fn put_manifest(&self, http: &reqwest::Client, repo: &str, reference: &str, media_type: &str, body: &str) {
         let put = self
-            .request(http.put(format!("http://{}/v2/{repo}/manifests/{reference}", self.host)), repo)
+            .request(http.put(format!("{}://{}/v2/{repo}/manifests/{reference}", self.scheme, self.host)), repo)
             .header("content-type", media_type)
             .body(body.to_owned())
             .send()
@@ -356,7 +430,8 @@ impl Registry {
     ) -> (String, String) {
         // reqwest needs a process-wide TLS provider even for plain HTTP.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::new();
+        // The fixture trusts its own TLS registry's certificate.
+        let http = reqwest::Client::builder().danger_accept_invalid_certs(true).build().expect("HTTP client");
         let mut descriptors = Vec::new();
         let mut diff_ids = Vec::new();
         for (tar, compression) in layers {

@@ -466,3 +466,39 @@ async fn a_daemon_killed_mid_pull_restarts_with_no_image_and_no_leftovers() {
     assert!(listed.is_empty(), "no half-pulled image is visible");
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_registry_is_trusted_through_its_configured_ca_file_only() {
+    let registry = Registry::start_with_tls();
+    let pushed = registry.push_busybox("tls/busybox", "v1").await;
+    let name = format!("{}/tls/busybox:v1", registry.host);
+    // Without the CA: TLS verification fails, and says so.
+    let plain = Daemon::start().await;
+    let err = plain
+        .image()
+        .await
+        .pull_image(PullImageRequest { image: spec(&name), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains(&registry.host), "{}", err.message());
+    let lower = err.message().to_lowercase();
+    assert!(lower.contains("certificate") || lower.contains("issuer"), "the TLS cause is named: {}", err.message());
+    drop(plain);
+    // With the registry's CA file configured: trusted.
+    let sandbox = Sandbox::new();
+    let config = sandbox.dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[image.registries]]\nregistry = \"{}\"\nca_file = \"{}\"\n",
+            registry.host,
+            registry.ca_file().display()
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start_with(sandbox, &["--config", config.to_str().unwrap()]).await;
+    let pulled =
+        daemon.image().await.pull_image(PullImageRequest { image: spec(&name), ..Default::default() }).await.unwrap();
+    assert_eq!(pulled.into_inner().image_ref, pushed.config_digest);
+}

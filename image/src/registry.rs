@@ -118,6 +118,22 @@ fn http_err(reference: &Reference, what: impl std::fmt::Display) -> Error {
     Error::Registry { registry: reference.registry().to_owned(), message: what.to_string() }
 }
 
+/// A transport error with its causes ("error sending request" alone says
+/// nothing: the refused connection or the untrusted certificate is below).
+fn send_err(reference: &Reference, e: reqwest::Error) -> Error {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    http_err(reference, message)
+}
+
 impl RegistryClient {
     pub fn new(config: RegistryConfig) -> Result<RegistryClient> {
         // One process-wide crypto provider; a second install is harmless.
@@ -250,7 +266,7 @@ impl RegistryClient {
             Credentials::RegistryToken(t) => Some(format!("Bearer {t}")),
             _ => self.cached_token(&scope).map(|t| format!("Bearer {t}")),
         };
-        let response = request(first_auth).send().await.map_err(|e| http_err(reference, e))?;
+        let response = request(first_auth).send().await.map_err(|e| send_err(reference, e))?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
@@ -280,7 +296,7 @@ impl RegistryClient {
             }
             other => return Err(http_err(reference, format!("unsupported authentication scheme {other:?}"))),
         };
-        let response = request(auth).send().await.map_err(|e| http_err(reference, e))?;
+        let response = request(auth).send().await.map_err(|e| send_err(reference, e))?;
         if response.status() == StatusCode::UNAUTHORIZED || response.status() == StatusCode::FORBIDDEN {
             let message = error_text(response).await;
             return Err(Error::Unauthorized { registry: reference.registry().to_owned(), message });
