@@ -111,7 +111,7 @@ impl Sandbox {
             leftovers.push(format!("process {pid} still runs"));
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
-        for mountpoint in mounts_under(self.dir.path()) {
+        for mountpoint in bulkhead_runtime::mountinfo::mounted_under(self.dir.path()) {
             leftovers.push(format!("mount {} remains", mountpoint.display()));
             let _ = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH);
         }
@@ -148,14 +148,6 @@ fn processes_mentioning(marker: &str) -> Vec<i32> {
                 .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(marker))
         })
         .collect()
-}
-
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let mounts = bulkhead_runtime::mountinfo::read(Path::new("/proc/self/mountinfo")).unwrap_or_default();
-    let mut found: Vec<PathBuf> = mounts.into_iter().map(|m| m.mountpoint).filter(|m| m.starts_with(dir)).collect();
-    // Deepest first, so unmounting works from the leaves.
-    found.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
-    found
 }
 
 /// A running `bulkhead` daemon.

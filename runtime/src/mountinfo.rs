@@ -23,6 +23,19 @@ pub fn read(path: &Path) -> Result<Vec<Mount>> {
     Ok(parse(&text))
 }
 
+/// The mount points at or below `dir` in this process's mount table,
+/// deepest first (the order to unmount them in).
+pub fn mounted_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = read(Path::new("/proc/self/mountinfo"))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| m.mountpoint)
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    found.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    found
+}
+
 /// Parses mountinfo text, skipping malformed lines.
 pub fn parse(text: &str) -> Vec<Mount> {
     text.lines().filter_map(parse_line).collect()

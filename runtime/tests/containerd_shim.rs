@@ -104,13 +104,8 @@ impl Drop for Containerd {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
             }
         }
-        let mounts: Vec<PathBuf> = bulkhead_runtime::mountinfo::read(Path::new("/proc/self/mountinfo"))
-            .unwrap()
-            .into_iter()
-            .map(|m| m.mountpoint)
-            .filter(|m| m.starts_with(self.dir.path()))
-            .collect();
-        for m in mounts.iter().rev() {
+        let mounts = bulkhead_runtime::mountinfo::mounted_under(self.dir.path());
+        for m in &mounts {
             let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
         }
         // ctr puts containers under /<namespace>/<id>: bulkhead-oci removes the

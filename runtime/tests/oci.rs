@@ -84,13 +84,8 @@ impl Drop for Bundle {
         for id in &leftovers {
             let _ = oci(self.dir.path(), &["delete", "--force", id]);
         }
-        let mounts: Vec<PathBuf> = bulkhead_runtime::mountinfo::read(Path::new("/proc/self/mountinfo"))
-            .unwrap()
-            .into_iter()
-            .map(|m| m.mountpoint)
-            .filter(|m| m.starts_with(self.dir.path()))
-            .collect();
-        for m in mounts.iter().rev() {
+        let mounts = bulkhead_runtime::mountinfo::mounted_under(self.dir.path());
+        for m in &mounts {
             let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
         }
         let name = self.dir.path().file_name().unwrap().to_owned();
