@@ -109,34 +109,45 @@ impl ImageStore {
                 ),
             });
         }
-        // Layers download in parallel (bounded), then unpack in order.
-        for batch in manifest.layers.chunks(PARALLEL_LAYERS) {
-            let fetches = batch.iter().map(|layer| self.client.blob(reference, layer, &self.content, creds));
-            for fetched in futures_util::future::join_all(fetches).await {
-                downloaded += fetched?;
-            }
-        }
+        // Each layer is downloaded, then unpacked into its own snapshot, as soon
+        // as it can: up to PARALLEL_LAYERS at once, so unpacking one layer
+        // overlaps downloading the next and several cores unpack.
         let mut chain_ids = Vec::new();
-        for (i, layer) in manifest.layers.iter().enumerate() {
-            blobs.push(layer.digest.clone());
-            let diff_ids = &config.rootfs.diff_ids[..=i];
-            let chain = chain_id(diff_ids).ok_or_else(|| Error::InvalidManifest { reason: "no layers".into() })?;
-            chain_ids.push(chain.clone());
-            let compression = Compression::from_media_type(&layer.media_type)?;
-            let store = Arc::clone(self);
-            let (digest, diff_id) = (layer.digest.clone(), diff_ids[i].clone());
-            tokio::task::spawn_blocking(move || {
-                store.snapshots.create(&chain, |dir| {
-                    let blob = store.content.open_blob(&digest)?;
-                    unpack(std::io::BufReader::new(blob), compression, dir, Some(&diff_id))
-                })
-            })
-            .await
-            .map_err(|e| Error::Registry {
-                registry: reference.registry().to_owned(),
-                message: format!("unpack task: {e}"),
-            })??;
+        for i in 0..manifest.layers.len() {
+            let chain = chain_id(&config.rootfs.diff_ids[..=i])
+                .ok_or_else(|| Error::InvalidManifest { reason: "no layers".into() })?;
+            chain_ids.push(chain);
         }
+        let slots = tokio::sync::Semaphore::new(PARALLEL_LAYERS);
+        let layer_jobs = manifest.layers.iter().enumerate().map(|(i, layer)| {
+            let (slots, chain, diff_id) = (&slots, chain_ids[i].clone(), config.rootfs.diff_ids[i].clone());
+            async move {
+                let _slot = slots.acquire().await.map_err(|e| Error::Registry {
+                    registry: reference.registry().to_owned(),
+                    message: format!("layer slots: {e}"),
+                })?;
+                let fetched = self.client.blob(reference, layer, &self.content, creds).await?;
+                let compression = Compression::from_media_type(&layer.media_type)?;
+                let store = Arc::clone(self);
+                let digest = layer.digest.clone();
+                tokio::task::spawn_blocking(move || {
+                    store.snapshots.create(&chain, |dir| {
+                        let blob = store.content.open_blob(&digest)?;
+                        unpack(std::io::BufReader::with_capacity(256 * 1024, blob), compression, dir, Some(&diff_id))
+                    })
+                })
+                .await
+                .map_err(|e| Error::Registry {
+                    registry: reference.registry().to_owned(),
+                    message: format!("unpack task: {e}"),
+                })??;
+                Ok::<u64, Error>(fetched)
+            }
+        });
+        for done in futures_util::future::join_all(layer_jobs).await {
+            downloaded += done?;
+        }
+        blobs.extend(manifest.layers.iter().map(|l| l.digest.clone()));
         let _guard = self.lock.lock().await;
         let id = manifest.config.digest.to_string();
         let mut record = self.images.get(&id)?.unwrap_or(ImageRecord {
