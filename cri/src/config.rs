@@ -41,6 +41,8 @@ pub struct ImageConfig {
     pub registries: Vec<RegistryHost>,
     /// Images reported as pinned, which kubelet never garbage-collects.
     pub pinned_images: Vec<String>,
+    /// How many layers of one image download and unpack at once.
+    pub max_concurrent_downloads: usize,
 }
 
 /// One registry's mirrors and TLS settings (containerd's hosts.toml).
@@ -64,6 +66,7 @@ impl Default for ImageConfig {
             pull_progress_timeout_seconds: 300,
             registries: Vec::new(),
             pinned_images: Vec::new(),
+            max_concurrent_downloads: 3,
         }
     }
 }
@@ -171,6 +174,7 @@ pub const KEY_DOCS: &[(&str, &str)] = &[
         "image.registries",
         "Per-registry settings, as [[image.registries]] tables: registry = \"docker.io\", mirrors = [\"https://mirror:5000\"] (tried in order, then the registry), ca_file = \"/etc/bulkhead/ca.pem\", skip_verify = false.",
     ),
+    ("image.max_concurrent_downloads", "How many layers of one image download and unpack at once (1-64)."),
     (
         "image.pinned_images",
         "Images (references) reported as pinned: kubelet's image garbage collection never removes them.",
@@ -250,6 +254,12 @@ impl Config {
         check_log_filter(&self.log.level).map_err(|message| bad("log.level", message))?;
         self.metrics_address().map_err(|message| bad("metrics.address", message))?;
         PodCidrs::parse(&self.network.pod_cidr).map_err(|e| bad("network.pod_cidr", e.to_string()))?;
+        if !(1..=64).contains(&self.image.max_concurrent_downloads) {
+            return Err(bad(
+                "image.max_concurrent_downloads",
+                format!("{} is outside 1..=64", self.image.max_concurrent_downloads),
+            ));
+        }
         for (i, image) in self.image.pinned_images.iter().enumerate() {
             image
                 .parse::<bulkhead_image::Reference>()

@@ -140,6 +140,7 @@ async fn prepare(config: Config, config_file: Option<PathBuf>, claimed: &mut Cla
                 skip_verify: h.skip_verify,
             })
             .collect(),
+        max_concurrent_layers: config.image.max_concurrent_downloads,
         progress_timeout: match config.image.pull_progress_timeout_seconds {
             0 => None,
             secs => Some(Duration::from_secs(secs)),

@@ -43,6 +43,8 @@ pub struct RegistryConfig {
     /// Cancel a download that receives no bytes for this long (containerd's
     /// image pull progress timeout). `None`: wait forever.
     pub progress_timeout: Option<std::time::Duration>,
+    /// How many layers of one image download and unpack at once (0: 3).
+    pub max_concurrent_layers: usize,
 }
 
 /// One registry's settings, as containerd's hosts.toml gives them.
@@ -135,6 +137,14 @@ fn send_err(reference: &Reference, e: reqwest::Error) -> Error {
 }
 
 impl RegistryClient {
+    /// How many layers of one image to download and unpack at once.
+    pub fn max_concurrent_layers(&self) -> usize {
+        match self.config.max_concurrent_layers {
+            0 => 3,
+            n => n,
+        }
+    }
+
     pub fn new(config: RegistryConfig) -> Result<RegistryClient> {
         // One process-wide crypto provider; a second install is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();

@@ -20,9 +20,6 @@ fn body_len(body: &[u8]) -> u64 {
     body.len() as u64
 }
 
-/// How many layers of one image download at once.
-const PARALLEL_LAYERS: usize = 3;
-
 /// Content, snapshots and records under `<root>/images`.
 #[derive(Debug)]
 pub struct ImageStore {
@@ -110,7 +107,7 @@ impl ImageStore {
             });
         }
         // Each layer is downloaded, then unpacked into its own snapshot, as soon
-        // as it can: up to PARALLEL_LAYERS at once, so unpacking one layer
+        // as it can: up to image.max_concurrent_downloads at once, so unpacking one layer
         // overlaps downloading the next and several cores unpack.
         let mut chain_ids = Vec::new();
         for i in 0..manifest.layers.len() {
@@ -118,7 +115,7 @@ impl ImageStore {
                 .ok_or_else(|| Error::InvalidManifest { reason: "no layers".into() })?;
             chain_ids.push(chain);
         }
-        let slots = tokio::sync::Semaphore::new(PARALLEL_LAYERS);
+        let slots = tokio::sync::Semaphore::new(self.client.max_concurrent_layers());
         let layer_jobs = manifest.layers.iter().enumerate().map(|(i, layer)| {
             let (slots, chain, diff_id) = (&slots, chain_ids[i].clone(), config.rootfs.diff_ids[i].clone());
             async move {
