@@ -195,3 +195,75 @@ async fn a_download_that_stalls_is_cancelled_after_the_progress_timeout() {
     assert_eq!(std::fs::read_dir(dir.path().join("ingest")).unwrap().count(), 0, "the partial download is removed");
     server.join().unwrap();
 }
+
+/// Answers each request with the response `route` gives for its path.
+fn tiny_server(route: impl Fn(&str) -> Vec<u8> + Send + 'static, requests: usize) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(requests).flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            reader.read_line(&mut request).unwrap();
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 2 {
+                line.clear();
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or_default().to_owned();
+            let mut out = stream;
+            out.write_all(&route(&path)).unwrap();
+        }
+    });
+    host
+}
+
+fn http_response(status: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!("HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len())
+        .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_redirect_to_storage_is_followed() {
+    let blob = b"blob content served from storage".to_vec();
+    let digest = Digest::sha256_of(&blob);
+    let served = blob.clone();
+    let host = tiny_server(
+        move |path| {
+            if path.starts_with("/storage/") {
+                http_response("200 OK", "", &served)
+            } else {
+                http_response("307 Temporary Redirect", "Location: /storage/object\r\n", b"")
+            }
+        },
+        2,
+    );
+    let client = RegistryClient::new(RegistryConfig { plain_http: vec![host.clone()], ..Default::default() }).unwrap();
+    let reference: Reference = format!("{host}/r/blob:v1").parse().unwrap();
+    let desc: manifest::Descriptor = serde_json::from_value(serde_json::json!({
+        "mediaType": "application/octet-stream", "digest": digest.to_string(), "size": blob.len()
+    }))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(dir.path()).unwrap();
+    client.blob(&reference, &desc, &store, &Credentials::Anonymous).await.unwrap();
+    assert_eq!(store.read(&digest).unwrap(), blob);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_that_does_not_match_its_digest_is_refused() {
+    let body =
+        br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}"#
+            .to_vec();
+    let host = tiny_server(
+        move |_| http_response("200 OK", "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n", &body),
+        1,
+    );
+    let client = RegistryClient::new(RegistryConfig { plain_http: vec![host.clone()], ..Default::default() }).unwrap();
+    let asked = Digest::sha256_of(b"some other manifest");
+    let reference: Reference = format!("{host}/r/app@{asked}").parse().unwrap();
+    let err = client.manifest(&reference, &reference.object(), &Credentials::Anonymous).await.unwrap_err();
+    assert!(matches!(&err, Error::BlobMismatch { digest, .. } if digest == &asked), "{err}");
+}
