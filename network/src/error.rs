@@ -3,6 +3,19 @@
 pub enum Error {
     #[error("invalid pod CIDR {value:?}: {reason}")]
     InvalidCidr { value: String, reason: String },
+    #[error("the pod CIDR {cidr} has no free address left")]
+    PoolExhausted { cidr: String },
+    #[error("no pod CIDR is set (network.pod_cidr, or kubelet's UpdateRuntimeConfig)")]
+    NoPodCidr,
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{op} {path}: {errno}")]
+    Syscall { op: &'static str, path: std::path::PathBuf, errno: nix::errno::Errno },
     #[error("network state: {0}")]
     Store(#[from] bulkhead_store::Error),
 }

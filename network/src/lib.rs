@@ -1,15 +1,18 @@
 //! Pod networking for bulkhead: it owns network namespaces, the bridge, veth
 //! pairs, addresses and routes (through netlink, never by running `ip`), IP
 //! address management over the pod CIDRs, NAT and host ports, and running
-//! standard CNI plugins when a CNI configuration is present. Today it holds
+//! standard CNI plugins when a CNI configuration is present. Built so far:
 //! the pod CIDRs (from the config file or kubelet's `UpdateRuntimeConfig`,
-//! persisted across restarts) and reports truthfully that pod networking is
-//! not ready yet. It must not depend on the CRI server, the image store or
-//! the runtime core.
+//! persisted), durable IPAM leases, and pinned pod network namespaces; it
+//! reports truthfully that pod networking is not ready yet. It must not
+//! depend on the CRI server, the image store or the runtime core.
 
 mod cidr;
 mod error;
+pub mod ipam;
+pub mod netns;
 mod state;
+mod sys;
 
 pub use cidr::PodCidrs;
 pub use error::{Error, Result};
