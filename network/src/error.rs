@@ -16,6 +16,8 @@ pub enum Error {
     },
     #[error("{op} {path}: {errno}")]
     Syscall { op: &'static str, path: std::path::PathBuf, errno: nix::errno::Errno },
+    #[error("netlink: {op} {what}: {message}")]
+    Netlink { op: &'static str, what: String, message: String },
     #[error("network state: {0}")]
     Store(#[from] bulkhead_store::Error),
 }
