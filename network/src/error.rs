@@ -18,6 +18,8 @@ pub enum Error {
     Syscall { op: &'static str, path: std::path::PathBuf, errno: nix::errno::Errno },
     #[error("netlink: {op} {what}: {message}")]
     Netlink { op: &'static str, what: String, message: String },
+    #[error("nftables: {what}: {message}")]
+    Nftables { what: &'static str, message: String },
     #[error("network state: {0}")]
     Store(#[from] bulkhead_store::Error),
 }

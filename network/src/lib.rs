@@ -4,14 +4,16 @@
 //! standard CNI plugins when a CNI configuration is present. Built so far:
 //! the pod CIDRs (from the config file or kubelet's `UpdateRuntimeConfig`,
 //! persisted), durable IPAM leases, pinned pod network namespaces, and the
-//! native bridge and veth plumbing over rtnetlink; NAT, host ports, CNI and
-//! the CRI wiring are to come, so it reports that pod networking is not
-//! ready yet. It must not
-//! depend on the CRI server, the image store or the runtime core.
+//! native bridge and veth plumbing over rtnetlink, and masquerade of pod
+//! traffic leaving the pod CIDRs (an nftables table of our own); host ports,
+//! CNI and the CRI wiring are to come, so it reports that pod networking is
+//! not ready yet. It must not depend on the CRI server, the image store or
+//! the runtime core.
 
 mod cidr;
 mod error;
 pub mod ipam;
+pub mod nat;
 pub mod native;
 pub mod netns;
 mod state;

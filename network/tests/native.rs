@@ -94,3 +94,95 @@ async fn two_pods_reach_each_other_and_the_host_then_leave_nothing() {
     assert!(!link_exists(&veth1) && !link_exists(&veth2) && !link_exists(&native.bridge));
     assert!(ipam.leases().unwrap().is_empty());
 }
+
+fn ip(args: &[&str]) {
+    let status = std::process::Command::new("ip").args(args).status().unwrap();
+    assert!(status.success(), "ip {args:?}");
+}
+
+/// A host outside the node: a namespace of its own on a /30 link, which
+/// knows nothing of the pod CIDR (it can answer only the node's address).
+struct Outside {
+    name: String,
+    host_end: String,
+    forward_was: String,
+}
+
+impl Outside {
+    fn new() -> Outside {
+        let n = std::process::id() % 100_000;
+        let (name, host_end, far_end) = (format!("bhout{n}"), format!("bhoa{n}"), format!("bhob{n}"));
+        ip(&["netns", "add", &name]);
+        ip(&["link", "add", &host_end, "type", "veth", "peer", "name", &far_end]);
+        ip(&["link", "set", &far_end, "netns", &name]);
+        ip(&["addr", "add", "10.214.9.1/30", "dev", &host_end]);
+        ip(&["link", "set", &host_end, "up"]);
+        ip(&["-n", &name, "addr", "add", "10.214.9.2/30", "dev", &far_end]);
+        ip(&["-n", &name, "link", "set", &far_end, "up"]);
+        let forward_was = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
+        Outside { name, host_end, forward_was }
+    }
+
+    fn netns(&self) -> NetNs {
+        NetNs { path: std::path::Path::new("/run/netns").join(&self.name) }
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.host_end]).status();
+        let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", self.forward_was.trim());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_leaving_the_pod_cidr_is_masqueraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let native = Native { bridge: format!("bhnat{}", std::process::id() % 100_000), mtu: 1500 };
+    let cidrs = PodCidrs::parse("10.213.8.0/24").unwrap();
+    let ipam = Ipam::open(dir.path()).unwrap();
+    let outside = Outside::new();
+    let pod = NetNs::create(&dir.path().join("pod")).unwrap();
+    let lease = ipam.allocate("pod-nat", &cidrs).unwrap();
+    native.attach("pod-nat", &pod, &lease, &cidrs).await.unwrap();
+    bulkhead_network::nat::apply(&cidrs).unwrap();
+    let ruleset = std::process::Command::new("nft").args(["list", "table", "inet", "bulkhead"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&ruleset.stdout).contains("masquerade"));
+
+    let listener = outside.netns().run(|| TcpListener::bind("10.214.9.2:7780")).unwrap().unwrap();
+    let far = std::thread::spawn(move || {
+        let (mut conn, peer) = listener.accept().unwrap();
+        let mut buf = [0u8; 4];
+        conn.read_exact(&mut buf).unwrap();
+        conn.write_all(b"pong").unwrap();
+        peer.ip()
+    });
+    let reply = pod.run(|| ping("10.214.9.2:7780".parse().unwrap())).unwrap();
+    assert_eq!(reply, "pong");
+    assert_eq!(
+        far.join().unwrap().to_string(),
+        "10.214.9.1",
+        "the outside host sees the node's address, not the pod's"
+    );
+
+    // Applying again replaces rather than appends; removing leaves no table.
+    bulkhead_network::nat::apply(&cidrs).unwrap();
+    let listed = String::from_utf8_lossy(
+        &std::process::Command::new("nft").args(["list", "table", "inet", "bulkhead"]).output().unwrap().stdout,
+    )
+    .into_owned();
+    assert_eq!(listed.matches("masquerade").count(), 1, "{listed}");
+    bulkhead_network::nat::remove().unwrap();
+    bulkhead_network::nat::remove().unwrap();
+    let tables =
+        String::from_utf8_lossy(&std::process::Command::new("nft").args(["list", "tables"]).output().unwrap().stdout)
+            .into_owned();
+    assert!(!tables.contains("bulkhead"), "{tables}");
+    native.detach("pod-nat").await.unwrap();
+    native.remove_bridge().await.unwrap();
+    NetNs::remove(&pod.path).unwrap();
+    drop(outside);
+    assert!(!link_exists(&native.bridge));
+}
