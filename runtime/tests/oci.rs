@@ -459,7 +459,13 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn a_memory_limit_oom_kills_an_allocation_above_it_and_the_oom_is_reported() {
     let (mut b, out) = Bundle::new().with_out_dir();
-    b = b.script("head -c 256m /dev/zero | tail > /dev/null; echo rc=$? > /out/result; sleep 300");
+    // The allocating pipeline volunteers for the OOM killer (adj 1000) so that a
+    // second OOM while `tail` is being reaped takes `head`, never the shell that
+    // records the result.
+    b = b.script(
+        "(echo 1000 > /proc/self/oom_score_adj; head -c 256m /dev/zero | tail > /dev/null); \
+         echo rc=$? > /out/result; sleep 300",
+    );
     b.config["linux"]["resources"] = json!({"memory": {"limit": 33554432, "swap": 33554432}});
     let bundle = b.write();
     assert!(b.cmd(&["run", "--detach", "--bundle", &bundle, "c1"]).status.success());
