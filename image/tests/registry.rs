@@ -144,16 +144,7 @@ async fn an_interrupted_blob_download_resumes_with_a_range_request() {
     let blob: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let digest = Digest::sha256_of(&blob);
     let (host, server) = flaky_blob_server(blob.clone());
-    let client = RegistryClient::new(RegistryConfig { plain_http: vec![host.clone()], ..Default::default() }).unwrap();
-    let reference: Reference = format!("{host}/flaky/blob:v1").parse().unwrap();
-    let desc: manifest::Descriptor = serde_json::from_value(serde_json::json!({
-        "mediaType": "application/octet-stream", "digest": digest.to_string(), "size": blob.len()
-    }))
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = ContentStore::open(dir.path()).unwrap();
-    client.blob(&reference, &desc, &store, &Credentials::Anonymous).await.unwrap();
-    assert_eq!(store.read(&digest).unwrap(), blob);
+    assert_eq!(fetch_blob(&host, "flaky/blob", &digest, blob.len()).await, blob);
     let ranges = server.join().unwrap();
     assert_eq!(ranges, vec![None, Some((blob.len() / 2).to_string())], "resumed from where it was cut");
 }
@@ -182,10 +173,7 @@ async fn a_download_that_stalls_is_cancelled_after_the_progress_timeout() {
     };
     let client = RegistryClient::new(config).unwrap();
     let reference: Reference = format!("{host}/slow/blob:v1").parse().unwrap();
-    let desc: manifest::Descriptor = serde_json::from_value(serde_json::json!({
-        "mediaType": "application/octet-stream", "digest": Digest::sha256_of(b"x").to_string(), "size": 1000
-    }))
-    .unwrap();
+    let desc = blob_descriptor(&Digest::sha256_of(b"x"), 1000);
     let dir = tempfile::tempdir().unwrap();
     let store = ContentStore::open(dir.path()).unwrap();
     let started = std::time::Instant::now();
@@ -240,16 +228,7 @@ async fn a_blob_redirect_to_storage_is_followed() {
         },
         2,
     );
-    let client = RegistryClient::new(RegistryConfig { plain_http: vec![host.clone()], ..Default::default() }).unwrap();
-    let reference: Reference = format!("{host}/r/blob:v1").parse().unwrap();
-    let desc: manifest::Descriptor = serde_json::from_value(serde_json::json!({
-        "mediaType": "application/octet-stream", "digest": digest.to_string(), "size": blob.len()
-    }))
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = ContentStore::open(dir.path()).unwrap();
-    client.blob(&reference, &desc, &store, &Credentials::Anonymous).await.unwrap();
-    assert_eq!(store.read(&digest).unwrap(), blob);
+    assert_eq!(fetch_blob(&host, "r/blob", &digest, blob.len()).await, blob);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,4 +245,23 @@ async fn a_manifest_that_does_not_match_its_digest_is_refused() {
     let reference: Reference = format!("{host}/r/app@{asked}").parse().unwrap();
     let err = client.manifest(&reference, &reference.object(), &Credentials::Anonymous).await.unwrap_err();
     assert!(matches!(&err, Error::BlobMismatch { digest, .. } if digest == &asked), "{err}");
+}
+
+fn blob_descriptor(digest: &Digest, size: usize) -> manifest::Descriptor {
+    serde_json::from_value(serde_json::json!({
+        "mediaType": "application/octet-stream", "digest": digest.to_string(), "size": size
+    }))
+    .unwrap()
+}
+
+/// Fetches blob `digest` of `repo` from the plain-HTTP registry at `host`
+/// into a fresh store and returns the stored bytes.
+async fn fetch_blob(host: &str, repo: &str, digest: &Digest, size: usize) -> Vec<u8> {
+    let client =
+        RegistryClient::new(RegistryConfig { plain_http: vec![host.to_owned()], ..Default::default() }).unwrap();
+    let reference: Reference = format!("{host}/{repo}:v1").parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(dir.path()).unwrap();
+    client.blob(&reference, &blob_descriptor(digest, size), &store, &Credentials::Anonymous).await.unwrap();
+    store.read(digest).unwrap()
 }
