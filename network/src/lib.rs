@@ -4,10 +4,10 @@
 //! standard CNI plugins when a CNI configuration is present. Built so far:
 //! the pod CIDRs (from the config file or kubelet's `UpdateRuntimeConfig`,
 //! persisted), durable IPAM leases, pinned pod network namespaces, and the
-//! native bridge and veth plumbing over rtnetlink, and masquerade of pod
-//! traffic leaving the pod CIDRs (an nftables table of our own); host ports,
-//! CNI and the CRI wiring are to come, so it reports that pod networking is
-//! not ready yet. It must not depend on the CRI server, the image store or
+//! native bridge and veth plumbing over rtnetlink (hairpin on), and in an
+//! nftables table of our own masquerade of pod traffic leaving the pod
+//! CIDRs and host ports; CNI and the CRI wiring are to come, so it reports
+//! that pod networking is not ready yet. It must not depend on the CRI server, the image store or
 //! the runtime core.
 
 mod cidr;

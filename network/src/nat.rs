@@ -1,15 +1,22 @@
 //! Netfilter rules for pod networking, in one nftables table that bulkhead
 //! alone owns (`inet bulkhead`), written through nftables' JSON API (the
 //! `nftables` crate, which drives `nft -j`): masquerade for traffic that
-//! leaves the pod CIDRs. Each apply replaces the table's rules in one
-//! atomic batch, so a daemon start reconciles whatever was there.
+//! leaves the pod CIDRs, and host ports (DNAT from a node port to a pod
+//! port, for traffic arriving from outside and from the node itself, with
+//! hairpin masquerade so a pod can reach itself through its host port).
+//! Each apply replaces the table's rules in one atomic batch, so a daemon
+//! start reconciles whatever was there.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
+use std::net::IpAddr;
 
 use nftables::batch::Batch;
-use nftables::expr::{Expression, NamedExpression, Payload, PayloadField, Prefix};
+use nftables::expr::{
+    CT, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix,
+};
 use nftables::schema::{Chain, FlushObject, NfCmd, NfListObject, Nftables, Rule, Table};
-use nftables::stmt::{Match, Operator, Statement};
+use nftables::stmt::{Match, NAT, NATFamily, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use crate::{Error, PodCidrs, Result};
@@ -17,8 +24,41 @@ use crate::{Error, PodCidrs, Result};
 /// The table bulkhead owns.
 pub const TABLE: &str = "bulkhead";
 const POSTROUTING: &str = "postrouting";
+const PREROUTING: &str = "prerouting";
+const OUTPUT: &str = "output";
 /// The priority of source NAT (nft's `srcnat`).
 const SRCNAT: i32 = 100;
+/// The priority of destination NAT (nft's `dstnat`).
+const DSTNAT: i32 = -100;
+
+/// A host port's transport protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+/// One published port: traffic to `host_port` (on `host_ip`, or on any
+/// local address of the node) goes to `pod_ip:container_port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub protocol: Protocol,
+    pub host_ip: Option<IpAddr>,
+    pub host_port: u16,
+    pub pod_ip: IpAddr,
+    pub container_port: u16,
+}
 
 fn nft_err(what: &'static str) -> impl FnOnce(nftables::helper::NftablesError) -> Error {
     move |e| Error::Nftables { what, message: e.to_string() }
@@ -37,45 +77,127 @@ fn address(net: &ipnet::IpNet, field: &'static str) -> (Expression<'static>, Exp
     (left, right)
 }
 
-/// The ruleset for `cidrs`: the table, its NAT chain, and one masquerade
-/// rule per pod CIDR for traffic from it to anywhere outside it.
-pub fn ruleset(cidrs: &PodCidrs) -> Nftables<'static> {
+fn matches(left: Expression<'static>, right: Expression<'static>, op: Operator) -> Statement<'static> {
+    Statement::Match(Match { left, right, op })
+}
+
+fn string(value: impl Into<String>) -> Expression<'static> {
+    Expression::String(Cow::Owned(value.into()))
+}
+
+fn nat_chain(name: &'static str, hook: NfHook, prio: i32) -> NfListObject<'static> {
+    NfListObject::Chain(Chain {
+        family: NfFamily::INet,
+        table: Cow::Borrowed(TABLE),
+        name: Cow::Borrowed(name),
+        _type: Some(NfChainType::NAT),
+        hook: Some(hook),
+        prio: Some(prio),
+        policy: Some(NfChainPolicy::Accept),
+        ..Chain::default()
+    })
+}
+
+fn rule(chain: &'static str, expr: Vec<Statement<'static>>) -> NfListObject<'static> {
+    NfListObject::Rule(Rule {
+        family: NfFamily::INet,
+        table: Cow::Borrowed(TABLE),
+        chain: Cow::Borrowed(chain),
+        expr: Cow::Owned(expr),
+        ..Rule::default()
+    })
+}
+
+/// The DNAT rule for `port`: its address family, its destination (the
+/// given host address, or any address local to the node), its port.
+fn host_port_rule(chain: &'static str, port: &HostPort) -> NfListObject<'static> {
+    let (nfproto, family, l3) =
+        if port.pod_ip.is_ipv4() { ("ipv4", NATFamily::IP, "ip") } else { ("ipv6", NATFamily::IP6, "ip6") };
+    let mut expr = vec![matches(
+        Expression::Named(NamedExpression::Meta(Meta { key: MetaKey::Nfproto })),
+        string(nfproto),
+        Operator::EQ,
+    )];
+    expr.push(match port.host_ip {
+        Some(ip) => matches(
+            Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
+                protocol: Cow::Borrowed(l3),
+                field: Cow::Borrowed("daddr"),
+            }))),
+            string(ip.to_string()),
+            Operator::EQ,
+        ),
+        None => matches(
+            Expression::Named(NamedExpression::Fib(Fib {
+                result: FibResult::Type,
+                flags: HashSet::from([FibFlag::Daddr]),
+            })),
+            string("local"),
+            Operator::EQ,
+        ),
+    });
+    expr.push(matches(
+        Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
+            protocol: Cow::Borrowed(port.protocol.name()),
+            field: Cow::Borrowed("dport"),
+        }))),
+        Expression::Number(u32::from(port.host_port)),
+        Operator::EQ,
+    ));
+    expr.push(Statement::DNAT(Some(NAT {
+        addr: Some(string(port.pod_ip.to_string())),
+        family: Some(family),
+        port: Some(Expression::Number(u32::from(port.container_port))),
+        flags: None,
+    })));
+    rule(chain, expr)
+}
+
+/// The ruleset for `cidrs` and `ports`: the table; in postrouting, one
+/// masquerade rule per pod CIDR for traffic from it to anywhere outside it
+/// and one for traffic from it that a host port sent back into it
+/// (hairpin); in prerouting and output, one DNAT rule per host port.
+pub fn ruleset(cidrs: &PodCidrs, ports: &[HostPort]) -> Nftables<'static> {
     let mut batch = Batch::new();
     let table = Table { family: NfFamily::INet, name: Cow::Borrowed(TABLE), ..Table::default() };
     batch.add(NfListObject::Table(table.clone()));
     // Replace, not append: empty the table before writing it again.
     batch.add_cmd(NfCmd::Flush(FlushObject::Table(table)));
-    batch.add(NfListObject::Chain(Chain {
-        family: NfFamily::INet,
-        table: Cow::Borrowed(TABLE),
-        name: Cow::Borrowed(POSTROUTING),
-        _type: Some(NfChainType::NAT),
-        hook: Some(NfHook::Postrouting),
-        prio: Some(SRCNAT),
-        policy: Some(NfChainPolicy::Accept),
-        ..Chain::default()
-    }));
+    batch.add(nat_chain(POSTROUTING, NfHook::Postrouting, SRCNAT));
+    batch.add(nat_chain(PREROUTING, NfHook::Prerouting, DSTNAT));
+    batch.add(nat_chain(OUTPUT, NfHook::Output, DSTNAT));
     for net in cidrs.nets() {
         let (src_left, src_right) = address(net, "saddr");
         let (dst_left, dst_right) = address(net, "daddr");
-        batch.add(NfListObject::Rule(Rule {
-            family: NfFamily::INet,
-            table: Cow::Borrowed(TABLE),
-            chain: Cow::Borrowed(POSTROUTING),
-            expr: Cow::Owned(vec![
-                Statement::Match(Match { left: src_left, right: src_right, op: Operator::EQ }),
-                Statement::Match(Match { left: dst_left, right: dst_right, op: Operator::NEQ }),
+        batch.add(rule(
+            POSTROUTING,
+            vec![
+                matches(src_left.clone(), src_right.clone(), Operator::EQ),
+                matches(dst_left, dst_right, Operator::NEQ),
                 Statement::Masquerade(None),
-            ]),
-            ..Rule::default()
-        }));
+            ],
+        ));
+        let ct_status = Expression::Named(NamedExpression::CT(CT { key: Cow::Borrowed("status"), ..CT::default() }));
+        batch.add(rule(
+            POSTROUTING,
+            vec![
+                matches(src_left, src_right, Operator::EQ),
+                matches(ct_status, string("dnat"), Operator::IN),
+                Statement::Masquerade(None),
+            ],
+        ));
+    }
+    for port in ports {
+        batch.add(host_port_rule(PREROUTING, port));
+        batch.add(host_port_rule(OUTPUT, port));
     }
     batch.to_nftables()
 }
 
-/// Writes the rules for `cidrs`, replacing the table's previous content.
-pub fn apply(cidrs: &PodCidrs) -> Result<()> {
-    nftables::helper::apply_ruleset(&ruleset(cidrs)).map_err(nft_err("apply the bulkhead table"))
+/// Writes the rules for `cidrs` and `ports`, replacing the table's previous
+/// content.
+pub fn apply(cidrs: &PodCidrs, ports: &[HostPort]) -> Result<()> {
+    nftables::helper::apply_ruleset(&ruleset(cidrs, ports)).map_err(nft_err("apply the bulkhead table"))
 }
 
 /// Deletes bulkhead's table, if it exists.
@@ -95,8 +217,8 @@ mod tests {
     #[test]
     fn one_masquerade_rule_per_pod_cidr() {
         let cidrs = PodCidrs::parse("10.244.1.0/24,fd00:10:244:1::/64").unwrap();
-        let json = serde_json::to_string(&ruleset(&cidrs)).unwrap();
-        assert_eq!(json.matches("\"masquerade\"").count(), 2, "{json}");
+        let json = serde_json::to_string(&ruleset(&cidrs, &[])).unwrap();
+        assert_eq!(json.matches("\"masquerade\"").count(), 4, "outbound and hairpin: {json}");
         assert!(json.contains("\"10.244.1.0\"") && json.contains("\"fd00:10:244:1::\""), "{json}");
         assert!(json.contains("\"flush\""), "the table is replaced, not appended to: {json}");
     }

@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 
 use futures_util::TryStreamExt;
 use ipnet::IpNet;
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::ipam::{Lease, gateway};
 use crate::netns::NetNs;
@@ -152,6 +152,14 @@ impl Native {
             .execute()
             .await
             .map_err(nl("attach to the bridge", host_end))?;
+        // Hairpin: a pod reaching its own host port has its packets sent
+        // back out of the bridge port they came in on.
+        handle
+            .link()
+            .set_port(LinkBridgePort::new(host_index).hairpin(true).build())
+            .execute()
+            .await
+            .map_err(nl("turn on hairpin mode", host_end))?;
         let pod_index = link_index(&handle, pod_end).await?.ok_or_else(|| Error::Netlink {
             op: "find the pod end",
             what: pod_end.to_owned(),

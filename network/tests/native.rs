@@ -1,6 +1,8 @@
 //! Native pod networking for real (root only): two pod namespaces on a
-//! bridge of the test's own reach each other and the host over TCP, and
-//! teardown leaves no veth, bridge or namespace behind.
+//! bridge of the test's own reach each other and the host over TCP; pod
+//! traffic to an outside namespace is masqueraded and host ports lead in
+//! (from outside, from the node, and from the pod itself); teardown leaves
+//! no veth, bridge, namespace or nftables table behind.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -9,6 +11,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 
 use bulkhead_network::PodCidrs;
 use bulkhead_network::ipam::Ipam;
+use bulkhead_network::nat::{HostPort, Protocol};
 use bulkhead_network::native::Native;
 use bulkhead_network::netns::NetNs;
 
@@ -28,6 +31,24 @@ fn pong_server(ns: &NetNs, port: u16) -> std::thread::JoinHandle<()> {
     })
 }
 
+/// Removes, even when a test fails half-way, what the test may have made:
+/// its bridge (and with it every veth on it), its pod namespaces and
+/// bulkhead's nftables table.
+struct Leftovers {
+    bridge: String,
+    namespaces: Vec<std::path::PathBuf>,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.bridge]).status();
+        let _ = bulkhead_network::nat::remove();
+        for ns in &self.namespaces {
+            let _ = NetNs::remove(ns);
+        }
+    }
+}
+
 fn ping(to: SocketAddr) -> String {
     let mut s = TcpStream::connect_timeout(&to, std::time::Duration::from_secs(5)).unwrap();
     s.write_all(b"ping").unwrap();
@@ -40,6 +61,8 @@ fn ping(to: SocketAddr) -> String {
 async fn two_pods_reach_each_other_and_the_host_then_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let native = Native { bridge: format!("bhtest{}", std::process::id() % 100_000), mtu: 1500 };
+    let _leftovers =
+        Leftovers { bridge: native.bridge.clone(), namespaces: vec![dir.path().join("ns1"), dir.path().join("ns2")] };
     let cidrs = PodCidrs::parse("10.213.7.0/24").unwrap();
     let ipam = Ipam::open(dir.path()).unwrap();
     let (ns1, ns2) = (NetNs::create(&dir.path().join("ns1")).unwrap(), NetNs::create(&dir.path().join("ns2")).unwrap());
@@ -138,16 +161,17 @@ impl Drop for Outside {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn traffic_leaving_the_pod_cidr_is_masqueraded() {
+async fn traffic_leaving_the_pod_cidr_is_masqueraded_and_host_ports_lead_in() {
     let dir = tempfile::tempdir().unwrap();
     let native = Native { bridge: format!("bhnat{}", std::process::id() % 100_000), mtu: 1500 };
+    let _leftovers = Leftovers { bridge: native.bridge.clone(), namespaces: vec![dir.path().join("pod")] };
     let cidrs = PodCidrs::parse("10.213.8.0/24").unwrap();
     let ipam = Ipam::open(dir.path()).unwrap();
     let outside = Outside::new();
     let pod = NetNs::create(&dir.path().join("pod")).unwrap();
     let lease = ipam.allocate("pod-nat", &cidrs).unwrap();
     native.attach("pod-nat", &pod, &lease, &cidrs).await.unwrap();
-    bulkhead_network::nat::apply(&cidrs).unwrap();
+    bulkhead_network::nat::apply(&cidrs, &[]).unwrap();
     let ruleset = std::process::Command::new("nft").args(["list", "table", "inet", "bulkhead"]).output().unwrap();
     assert!(String::from_utf8_lossy(&ruleset.stdout).contains("masquerade"));
 
@@ -167,13 +191,35 @@ async fn traffic_leaving_the_pod_cidr_is_masqueraded() {
         "the outside host sees the node's address, not the pod's"
     );
 
+    // A host port: node port 18080 leads to the pod's port 8080, from an
+    // outside host, from the node itself, and from the pod (hairpin).
+    let port = HostPort {
+        protocol: Protocol::Tcp,
+        host_ip: None,
+        host_port: 18080,
+        pod_ip: lease.addresses[0].addr(),
+        container_port: 8080,
+    };
+    bulkhead_network::nat::apply(&cidrs, std::slice::from_ref(&port)).unwrap();
+    let node: SocketAddr = "10.214.9.1:18080".parse().unwrap();
+    let server = pong_server(&pod, 8080);
+    assert_eq!(outside.netns().run(move || ping(node)).unwrap(), "pong", "outside → host port");
+    server.join().unwrap();
+    let server = pong_server(&pod, 8080);
+    assert_eq!(ping(node), "pong", "node → host port");
+    server.join().unwrap();
+    let server = pong_server(&pod, 8080);
+    assert_eq!(pod.run(move || ping(node)).unwrap(), "pong", "pod → its own host port");
+    server.join().unwrap();
+
     // Applying again replaces rather than appends; removing leaves no table.
-    bulkhead_network::nat::apply(&cidrs).unwrap();
+    bulkhead_network::nat::apply(&cidrs, &[port]).unwrap();
     let listed = String::from_utf8_lossy(
         &std::process::Command::new("nft").args(["list", "table", "inet", "bulkhead"]).output().unwrap().stdout,
     )
     .into_owned();
-    assert_eq!(listed.matches("masquerade").count(), 1, "{listed}");
+    assert_eq!(listed.matches("masquerade").count(), 2, "{listed}");
+    assert_eq!(listed.matches("dnat ip to").count(), 2, "{listed}");
     bulkhead_network::nat::remove().unwrap();
     bulkhead_network::nat::remove().unwrap();
     let tables =
