@@ -251,11 +251,16 @@ fn the_exit_code_of_run_is_the_container_s() {
         .args(["run", "--bundle", &bundle, "c2"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while b.cmd(&["state", "c2"]).stdout.is_empty() || b.state("c2")["status"] != "running" {
+        if let Some(status) = run.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut err).unwrap();
+            panic!("run ended before c2 was seen running: {status}: {err}");
+        }
         assert!(std::time::Instant::now() < deadline, "c2 never ran");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }

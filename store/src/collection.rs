@@ -47,9 +47,21 @@ pub fn validate_id(id: &str) -> Result<()> {
     }
 }
 
+/// Whether the process that named temporary file `name` still runs: then
+/// it is mid-write (another process may open the collection meanwhile,
+/// as `bulkhead-oci state` does while `run` writes), and its file must be
+/// left alone. A reused pid only delays the removal to a later open.
+fn writer_is_alive(name: &str) -> bool {
+    name.rsplit_once(TEMP_MARKER)
+        .and_then(|(_, rest)| rest.split('.').next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| Path::new("/proc").join(pid.to_string()).exists())
+}
+
 impl<T: Serialize + DeserializeOwned> Collection<T> {
     /// Opens (creating it with mode 0700 if needed) the collection in `dir`
-    /// and removes temporary files left by an interrupted write.
+    /// and removes temporary files left by an interrupted write (by a
+    /// writer that is gone).
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(Error::io("create directory", &dir))?;
@@ -57,7 +69,7 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
             let entry = entry.map_err(Error::io("read directory", &dir))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with('.') && name.contains(TEMP_MARKER) {
+            if name.starts_with('.') && name.contains(TEMP_MARKER) && !writer_is_alive(&name) {
                 let path = entry.path();
                 fs::remove_file(&path).map_err(Error::io("remove stale temporary file", &path))?;
             }
@@ -200,10 +212,15 @@ mod tests {
     #[test]
     fn open_removes_stale_temporaries_and_load_skips_foreign_files() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(".a.tmp.99.0"), b"{\"n\":").unwrap();
+        // Above the largest pid_max: no such writer can be running.
+        fs::write(dir.path().join(".a.tmp.4194305.0"), b"{\"n\":").unwrap();
+        // A live writer's file (ours) is mid-write and stays.
+        let live = format!(".b.tmp.{}.0", std::process::id());
+        fs::write(dir.path().join(&live), b"{\"n\":").unwrap();
         fs::write(dir.path().join("README"), b"not a record").unwrap();
         let c: Collection<Rec> = Collection::open(dir.path()).unwrap();
-        assert!(!dir.path().join(".a.tmp.99.0").exists());
+        assert!(!dir.path().join(".a.tmp.4194305.0").exists());
+        assert!(dir.path().join(&live).exists(), "a live writer's temporary is left alone");
         assert!(c.load_all().unwrap().is_empty());
     }
 
