@@ -18,6 +18,8 @@ pub enum Error {
     Syscall { op: &'static str, path: std::path::PathBuf, errno: nix::errno::Errno },
     #[error("netlink: {op} {what}: {message}")]
     Netlink { op: &'static str, what: String, message: String },
+    #[error("host port {protocol}/{host_port}{on} is already taken (by pod address {taken_by})")]
+    HostPortTaken { protocol: &'static str, host_port: u16, on: String, taken_by: std::net::IpAddr },
     #[error("nftables: {what}: {message}")]
     Nftables { what: &'static str, message: String },
     #[error("network state: {0}")]

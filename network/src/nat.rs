@@ -194,9 +194,36 @@ pub fn ruleset(cidrs: &PodCidrs, ports: &[HostPort]) -> Nftables<'static> {
     batch.to_nftables()
 }
 
+/// Refuses two host ports that would catch the same packets: same
+/// protocol and port, on the same host address or with either on every
+/// address, in the same address family.
+pub fn check_conflicts(ports: &[HostPort]) -> Result<()> {
+    for (i, a) in ports.iter().enumerate() {
+        let clash = ports[..i].iter().find(|b| {
+            a.protocol == b.protocol
+                && a.host_port == b.host_port
+                && a.pod_ip.is_ipv4() == b.pod_ip.is_ipv4()
+                && match (a.host_ip, b.host_ip) {
+                    (Some(x), Some(y)) => x == y,
+                    _ => true,
+                }
+        });
+        if let Some(b) = clash {
+            return Err(Error::HostPortTaken {
+                protocol: a.protocol.name(),
+                host_port: a.host_port,
+                on: a.host_ip.map(|ip| format!(" on {ip}")).unwrap_or_default(),
+                taken_by: b.pod_ip,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Writes the rules for `cidrs` and `ports`, replacing the table's previous
-/// content.
+/// content. Conflicting host ports are refused before anything changes.
 pub fn apply(cidrs: &PodCidrs, ports: &[HostPort]) -> Result<()> {
+    check_conflicts(ports)?;
     nftables::helper::apply_ruleset(&ruleset(cidrs, ports)).map_err(nft_err("apply the bulkhead table"))
 }
 
@@ -213,6 +240,37 @@ pub fn remove() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn port(host_ip: Option<&str>, host_port: u16, pod_ip: &str) -> HostPort {
+        HostPort {
+            protocol: Protocol::Tcp,
+            host_ip: host_ip.map(|ip| ip.parse().unwrap()),
+            host_port,
+            pod_ip: pod_ip.parse().unwrap(),
+            container_port: 80,
+        }
+    }
+
+    #[test]
+    fn a_host_port_already_taken_is_refused_naming_it() {
+        let ok = [
+            port(None, 8080, "10.0.0.2"),
+            port(None, 8081, "10.0.0.3"),
+            port(None, 8080, "fd00::2"),
+            HostPort { protocol: Protocol::Udp, ..port(None, 8080, "10.0.0.3") },
+            port(Some("192.0.2.1"), 9090, "10.0.0.2"),
+            port(Some("192.0.2.2"), 9090, "10.0.0.3"),
+        ];
+        check_conflicts(&ok).unwrap();
+        for clash in [
+            [port(None, 8080, "10.0.0.2"), port(None, 8080, "10.0.0.3")],
+            [port(Some("192.0.2.1"), 8080, "10.0.0.2"), port(None, 8080, "10.0.0.3")],
+            [port(Some("192.0.2.1"), 8080, "10.0.0.2"), port(Some("192.0.2.1"), 8080, "10.0.0.3")],
+        ] {
+            let err = check_conflicts(&clash).unwrap_err().to_string();
+            assert!(err.contains("tcp/8080") && err.contains("10.0.0.2"), "{err}");
+        }
+    }
 
     #[test]
     fn one_masquerade_rule_per_pod_cidr() {
