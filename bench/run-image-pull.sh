@@ -18,21 +18,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" != 0 ]; then
-    echo "run-image-pull.sh: run as root" >&2
-    exit 1
-fi
+. bench/common.sh
+require_root
 
 missing=()
 [ -x /usr/bin/containerd ] || missing+=(containerd)
 [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
 command -v curl >/dev/null || missing+=(curl)
 command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing ${missing[*]}"
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
-fi
+install_missing ${missing[@]+"${missing[@]}"}
 
 # The commit of the daemon as built (someone may be editing the tree).
 commit="$(git rev-parse --short HEAD)$([ -z "$(git status --porcelain -- cri image store confine)" ] || echo ', with uncommitted changes')"

@@ -12,20 +12,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" != 0 ]; then
-    echo "run-oci-lifecycle.sh: run as root" >&2
-    exit 1
-fi
+. bench/common.sh
+require_root
 
 missing=()
 [ -x /usr/sbin/runc ] || missing+=(runc)
 [ -x /usr/bin/crun ] || missing+=(crun)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || missing+=(busybox-static)
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing ${missing[*]}"
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
-fi
+install_missing ${missing[@]+"${missing[@]}"}
 
 # The commit of the runtime as built (someone may be editing the tree).
 commit="$(git rev-parse --short HEAD)$([ -z "$(git status --porcelain -- runtime)" ] || echo ', with uncommitted changes in runtime/')"
