@@ -22,6 +22,20 @@ pub enum Error {
     HostPortTaken { protocol: &'static str, host_port: u16, on: String, taken_by: std::net::IpAddr },
     #[error("nftables: {what}: {message}")]
     Nftables { what: &'static str, message: String },
+    #[error("CNI config {path}: {reason}")]
+    CniConfig { path: std::path::PathBuf, reason: String },
+    #[error("no CNI network config found in {dir}")]
+    CniNoConfig { dir: std::path::PathBuf },
+    #[error("CNI plugin {plugin:?} is not installed in {dirs}")]
+    CniPluginMissing { plugin: String, dirs: String },
+    #[error("CNI plugin {plugin:?} failed ({command}){}: {message}", code.map(|c| format!(" with code {c}")).unwrap_or_default())]
+    CniPlugin { plugin: String, command: &'static str, code: Option<u64>, message: String },
+    #[error("CNI plugin {plugin:?} did not finish {command} within {timeout:?}; killed")]
+    CniTimeout { plugin: String, command: &'static str, timeout: std::time::Duration },
+    #[error("CNI plugin {plugin:?} does not speak CNI version {version} (it speaks: {supported})")]
+    CniVersion { plugin: String, version: String, supported: String },
+    #[error("pod {container_id} has no CNI attachment")]
+    CniNotAttached { container_id: String },
     #[error("network state: {0}")]
     Store(#[from] bulkhead_store::Error),
 }

@@ -11,6 +11,7 @@
 //! the runtime core.
 
 mod cidr;
+pub mod cni;
 mod error;
 pub mod ipam;
 pub mod nat;

@@ -40,7 +40,7 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
@@ -58,6 +58,24 @@ pub struct HostPort {
     pub host_port: u16,
     pub pod_ip: IpAddr,
     pub container_port: u16,
+}
+
+/// A port the pod asks to publish (the CRI `PortMapping`), before it is
+/// bound to the pod's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortMapping {
+    pub protocol: Protocol,
+    pub host_ip: Option<IpAddr>,
+    pub host_port: u16,
+    pub container_port: u16,
+}
+
+impl PortMapping {
+    /// The host port that leads to `pod_ip`.
+    pub fn to(self, pod_ip: IpAddr) -> HostPort {
+        let PortMapping { protocol, host_ip, host_port, container_port } = self;
+        HostPort { protocol, host_ip, host_port, pod_ip, container_port }
+    }
 }
 
 fn nft_err(what: &'static str) -> impl FnOnce(nftables::helper::NftablesError) -> Error {

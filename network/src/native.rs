@@ -61,6 +61,27 @@ fn veth_names(pod_id: &str) -> (String, String) {
     (format!("bh{short}"), format!("bp{short}"))
 }
 
+/// Turns on IP forwarding for each family among `cidrs` (the sysctls
+/// `net.ipv4.ip_forward`, `net.ipv6.conf.all.forwarding`), as the CNI
+/// bridge plugin does; a node that runs pods needs it and keeps it on.
+fn enable_forwarding(cidrs: &PodCidrs) -> Result<()> {
+    for net in cidrs.nets() {
+        let path = match net {
+            IpNet::V4(_) => "/proc/sys/net/ipv4/ip_forward",
+            IpNet::V6(_) => "/proc/sys/net/ipv6/conf/all/forwarding",
+        };
+        if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "1") {
+            continue;
+        }
+        std::fs::write(path, "1").map_err(|source| Error::Io {
+            op: "turn on forwarding",
+            path: path.into(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 /// The node's native network: one bridge.
 #[derive(Debug, Clone)]
 pub struct Native {
@@ -70,8 +91,10 @@ pub struct Native {
 
 impl Native {
     /// Creates the bridge if needed, with the gateway of each pod CIDR, and
-    /// brings it up. Idempotent.
+    /// brings it up; turns on forwarding for the CIDRs' families, as pod
+    /// traffic leaving the node is routed. Idempotent.
     pub async fn ensure_bridge(&self, cidrs: &PodCidrs) -> Result<u32> {
+        enable_forwarding(cidrs)?;
         let handle = connect()?;
         let index = match link_index(&handle, &self.bridge).await? {
             Some(index) => index,

@@ -6,8 +6,12 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
+
+use common::{Leftovers, Outside, interfaces_in, link_exists, ping, pong_server};
 
 use bulkhead_network::PodCidrs;
 use bulkhead_network::ipam::Ipam;
@@ -15,54 +19,15 @@ use bulkhead_network::nat::{HostPort, Protocol};
 use bulkhead_network::native::Native;
 use bulkhead_network::netns::NetNs;
 
-fn link_exists(name: &str) -> bool {
-    std::path::Path::new("/sys/class/net").join(name).exists()
-}
-
-/// Serves one "ping" → "pong" exchange on a listener made inside `ns`.
-fn pong_server(ns: &NetNs, port: u16) -> std::thread::JoinHandle<()> {
-    let listener = ns.run(move || TcpListener::bind(("0.0.0.0", port))).unwrap().unwrap();
-    std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        let mut buf = [0u8; 4];
-        conn.read_exact(&mut buf).unwrap();
-        assert_eq!(&buf, b"ping");
-        conn.write_all(b"pong").unwrap();
-    })
-}
-
-/// Removes, even when a test fails half-way, what the test may have made:
-/// its bridge (and with it every veth on it), its pod namespaces and
-/// bulkhead's nftables table.
-struct Leftovers {
-    bridge: String,
-    namespaces: Vec<std::path::PathBuf>,
-}
-
-impl Drop for Leftovers {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["link", "del", &self.bridge]).status();
-        let _ = bulkhead_network::nat::remove();
-        for ns in &self.namespaces {
-            let _ = NetNs::remove(ns);
-        }
-    }
-}
-
-fn ping(to: SocketAddr) -> String {
-    let mut s = TcpStream::connect_timeout(&to, std::time::Duration::from_secs(5)).unwrap();
-    s.write_all(b"ping").unwrap();
-    let mut buf = [0u8; 4];
-    s.read_exact(&mut buf).unwrap();
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_pods_reach_each_other_and_the_host_then_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let native = Native { bridge: format!("bhtest{}", std::process::id() % 100_000), mtu: 1500 };
-    let _leftovers =
-        Leftovers { bridge: native.bridge.clone(), namespaces: vec![dir.path().join("ns1"), dir.path().join("ns2")] };
+    let _leftovers = Leftovers {
+        bridge: native.bridge.clone(),
+        nat_table: true,
+        namespaces: vec![dir.path().join("ns1"), dir.path().join("ns2")],
+    };
     let cidrs = PodCidrs::parse("10.213.7.0/24").unwrap();
     let ipam = Ipam::open(dir.path()).unwrap();
     let (ns1, ns2) = (NetNs::create(&dir.path().join("ns1")).unwrap(), NetNs::create(&dir.path().join("ns2")).unwrap());
@@ -73,15 +38,9 @@ async fn two_pods_reach_each_other_and_the_host_then_leave_nothing() {
     let (ip1, ip2) = (lease1.addresses[0].addr(), lease2.addresses[0].addr());
 
     // Inside the pod: eth0 with its address.
-    let inside = ns1
-        .run(|| {
-            std::fs::read_dir("/sys/class/net")
-                .unwrap()
-                .map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect::<Vec<_>>()
-        })
-        .unwrap();
-    assert!(inside.contains(&"eth0".to_string()) && inside.contains(&"lo".to_string()), "{inside:?}");
+    let mut inside = interfaces_in(&ns1);
+    inside.sort();
+    assert_eq!(inside, ["eth0", "lo"]);
 
     // pod one → pod two, over the bridge.
     let server = pong_server(&ns2, 7777);
@@ -118,56 +77,15 @@ async fn two_pods_reach_each_other_and_the_host_then_leave_nothing() {
     assert!(ipam.leases().unwrap().is_empty());
 }
 
-fn ip(args: &[&str]) {
-    let status = std::process::Command::new("ip").args(args).status().unwrap();
-    assert!(status.success(), "ip {args:?}");
-}
-
-/// A host outside the node: a namespace of its own on a /30 link, which
-/// knows nothing of the pod CIDR (it can answer only the node's address).
-struct Outside {
-    name: String,
-    host_end: String,
-    forward_was: String,
-}
-
-impl Outside {
-    fn new() -> Outside {
-        let n = std::process::id() % 100_000;
-        let (name, host_end, far_end) = (format!("bhout{n}"), format!("bhoa{n}"), format!("bhob{n}"));
-        ip(&["netns", "add", &name]);
-        ip(&["link", "add", &host_end, "type", "veth", "peer", "name", &far_end]);
-        ip(&["link", "set", &far_end, "netns", &name]);
-        ip(&["addr", "add", "10.214.9.1/30", "dev", &host_end]);
-        ip(&["link", "set", &host_end, "up"]);
-        ip(&["-n", &name, "addr", "add", "10.214.9.2/30", "dev", &far_end]);
-        ip(&["-n", &name, "link", "set", &far_end, "up"]);
-        let forward_was = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
-        Outside { name, host_end, forward_was }
-    }
-
-    fn netns(&self) -> NetNs {
-        NetNs { path: std::path::Path::new("/run/netns").join(&self.name) }
-    }
-}
-
-impl Drop for Outside {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["netns", "del", &self.name]).status();
-        let _ = std::process::Command::new("ip").args(["link", "del", &self.host_end]).status();
-        let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", self.forward_was.trim());
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_leaving_the_pod_cidr_is_masqueraded_and_host_ports_lead_in() {
     let dir = tempfile::tempdir().unwrap();
     let native = Native { bridge: format!("bhnat{}", std::process::id() % 100_000), mtu: 1500 };
-    let _leftovers = Leftovers { bridge: native.bridge.clone(), namespaces: vec![dir.path().join("pod")] };
+    let _leftovers =
+        Leftovers { bridge: native.bridge.clone(), nat_table: true, namespaces: vec![dir.path().join("pod")] };
     let cidrs = PodCidrs::parse("10.213.8.0/24").unwrap();
     let ipam = Ipam::open(dir.path()).unwrap();
-    let outside = Outside::new();
+    let outside = Outside::new("9");
     let pod = NetNs::create(&dir.path().join("pod")).unwrap();
     let lease = ipam.allocate("pod-nat", &cidrs).unwrap();
     native.attach("pod-nat", &pod, &lease, &cidrs).await.unwrap();
