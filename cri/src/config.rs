@@ -106,10 +106,30 @@ pub enum CgroupDriverChoice {
     Cgroupfs,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NetworkConfig {
     pub pod_cidr: String,
+    /// Native mode's Linux bridge.
+    pub bridge: String,
+    pub mtu: u32,
+    /// CNI mode is in force when this directory holds a configuration.
+    pub cni_conf_dir: PathBuf,
+    pub cni_bin_dirs: Vec<PathBuf>,
+    pub cni_timeout_seconds: u64,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> NetworkConfig {
+        NetworkConfig {
+            pod_cidr: "10.88.0.0/16".into(),
+            bridge: "bulkhead0".into(),
+            mtu: 1500,
+            cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
+            cni_bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+            cni_timeout_seconds: 60,
+        }
+    }
 }
 
 impl Default for Config {
@@ -181,8 +201,16 @@ pub const KEY_DOCS: &[(&str, &str)] = &[
     ),
     (
         "network.pod_cidr",
-        "Pod CIDRs, comma-separated (one IPv4 and/or one IPv6); kubelet's UpdateRuntimeConfig replaces them. Empty: none.",
+        "Native mode's pod CIDRs, comma-separated (one IPv4 and/or one IPv6); kubelet's UpdateRuntimeConfig replaces them. Empty: none.",
     ),
+    ("network.bridge", "Native mode's Linux bridge, which holds each pod CIDR's gateway address (1-15 characters)."),
+    ("network.mtu", "The MTU of the bridge and of every pod's eth0 (576-65535)."),
+    (
+        "network.cni_conf_dir",
+        "When this directory holds a CNI configuration (.conf, .conflist, .json; the first in lexical order), pods are networked by its plugins instead of natively.",
+    ),
+    ("network.cni_bin_dirs", "Where CNI plugins are looked for, in order."),
+    ("network.cni_timeout_seconds", "How long one CNI plugin call may run before it is killed (1-600)."),
 ];
 
 impl Config {
@@ -254,6 +282,29 @@ impl Config {
         check_log_filter(&self.log.level).map_err(|message| bad("log.level", message))?;
         self.metrics_address().map_err(|message| bad("metrics.address", message))?;
         PodCidrs::parse(&self.network.pod_cidr).map_err(|e| bad("network.pod_cidr", e.to_string()))?;
+        let bridge = &self.network.bridge;
+        if bridge.is_empty() || bridge.len() > 15 || bridge.contains(['/', ' ', ':']) || bridge == "." || bridge == ".."
+        {
+            return Err(bad("network.bridge", format!("{bridge:?} is not a valid interface name (1-15 characters)")));
+        }
+        if !(576..=65535).contains(&self.network.mtu) {
+            return Err(bad("network.mtu", format!("{} is outside 576..=65535", self.network.mtu)));
+        }
+        if !self.network.cni_conf_dir.is_absolute() {
+            return Err(bad(
+                "network.cni_conf_dir",
+                format!("{} is not absolute", self.network.cni_conf_dir.display()),
+            ));
+        }
+        if let Some(dir) = self.network.cni_bin_dirs.iter().find(|d| !d.is_absolute()) {
+            return Err(bad("network.cni_bin_dirs", format!("{} is not absolute", dir.display())));
+        }
+        if !(1..=600).contains(&self.network.cni_timeout_seconds) {
+            return Err(bad(
+                "network.cni_timeout_seconds",
+                format!("{} is outside 1..=600", self.network.cni_timeout_seconds),
+            ));
+        }
         if !(1..=64).contains(&self.image.max_concurrent_downloads) {
             return Err(bad(
                 "image.max_concurrent_downloads",
@@ -408,6 +459,10 @@ mod tests {
             ("[metrics]\naddress = \"nowhere\"\n", "metrics.address"),
             ("[runtime]\ncgroup_driver = \"cgroupv3\"\n", "runtime.cgroup_driver"),
             ("[network]\npod_cidr = \"10.0.0.0/40\"\n", "network.pod_cidr"),
+            ("[network]\nbridge = \"a-very-long-bridge-name\"\n", "network.bridge"),
+            ("[network]\nmtu = 100\n", "network.mtu"),
+            ("[network]\ncni_conf_dir = \"net.d\"\n", "network.cni_conf_dir"),
+            ("[network]\ncni_timeout_seconds = 0\n", "network.cni_timeout_seconds"),
             ("root = \"/srv/b\"\nstate = \"/srv/b\"\n", "state"),
         ] {
             let err = error_of(text);

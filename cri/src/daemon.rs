@@ -127,6 +127,16 @@ async fn prepare(config: Config, config_file: Option<PathBuf>, claimed: &mut Cla
 
     let root = config.root.clone();
     let pod_cidrs = config.pod_cidrs();
+    let network_options = bulkhead_network::Options {
+        netns_dir: config.state.join("netns"),
+        bridge: config.network.bridge.clone(),
+        mtu: config.network.mtu,
+        cni: bulkhead_network::cni::Settings {
+            conf_dir: config.network.cni_conf_dir.clone(),
+            bin_dirs: config.network.cni_bin_dirs.clone(),
+            timeout: Duration::from_secs(config.network.cni_timeout_seconds),
+        },
+    };
     let registry = RegistryConfig {
         plain_http: config.image.plain_http_registries.clone(),
         hosts: config
@@ -152,7 +162,7 @@ async fn prepare(config: Config, config_file: Option<PathBuf>, claimed: &mut Cla
             tracing::warn!(container_id = %orphan, "removed the record of a container whose pod record was gone");
         }
         let images = ImageStore::open(&root.join("images"), registry)?;
-        let network = Network::open(&root.join("network"), pod_cidrs)?;
+        let network = Network::open(&root.join("network"), pod_cidrs, network_options)?;
         tracing::info!(
             pods = recovered.pods,
             containers = recovered.containers,
@@ -163,6 +173,13 @@ async fn prepare(config: Config, config_file: Option<PathBuf>, claimed: &mut Cla
     })
     .await
     .map_err(|e| Error::Internal(format!("state loading task failed: {e}")))??;
+
+    // The network of every pod no record owns goes; the nftables table
+    // and the bridge are rebuilt from the pods that remain.
+    let live: Vec<String> = state.pods().into_iter().map(|p| p.id).collect();
+    if let Err(e) = network.reconcile(&live).await {
+        tracing::error!(error = %e, "reconciling pod networks failed; continuing");
+    }
 
     let metrics_listener = match metrics_address {
         Some(address) => Some(

@@ -32,9 +32,8 @@ async fn status_reports_true_conditions_and_verbose_config() {
     let runtime = get("RuntimeReady");
     assert!(runtime.status, "{runtime:?}");
     let network = get("NetworkReady");
-    assert!(!network.status, "pod networking is not built yet: {network:?}");
-    assert_eq!(network.reason, "NetworkNotImplemented");
-    assert!(!network.message.is_empty());
+    // Native mode with the embedded pod CIDR: ready.
+    assert!(network.status && network.reason.is_empty(), "{network:?}");
 
     let verbose = rt.status(StatusRequest { verbose: true }).await.unwrap().into_inner();
     let config: serde_json::Value = serde_json::from_str(&verbose.info["config"]).unwrap();
@@ -328,4 +327,27 @@ async fn shutdown_is_bounded_by_the_grace_period_when_a_client_hangs() {
     drop(hung);
     assert_eq!(status.code(), Some(0), "{}", daemon.log_text());
     assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_ready_names_a_broken_cni_configuration_and_a_missing_pod_cidr() {
+    let sandbox = Sandbox::new();
+    let conf_dir = sandbox.dir.path().join("net.d");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    std::fs::write(conf_dir.join("10-broken.conflist"), "{\"cniVersion\":").unwrap();
+    let config = sandbox.dir.path().join("config.toml");
+    std::fs::write(&config, format!("[network]\npod_cidr = \"\"\ncni_conf_dir = \"{}\"\n", conf_dir.display()))
+        .unwrap();
+    let daemon = Daemon::start_with(sandbox, &["--config", config.to_str().unwrap()]).await;
+    let network_ready = || async {
+        let status = daemon.runtime().await.status(StatusRequest { verbose: false }).await.unwrap().into_inner();
+        status.status.unwrap().conditions.into_iter().find(|c| c.r#type == "NetworkReady").unwrap()
+    };
+    let ready = network_ready().await;
+    assert!(!ready.status && ready.reason == "NetworkPluginNotReady", "{ready:?}");
+    assert!(ready.message.contains("10-broken.conflist"), "{ready:?}");
+    // Without a CNI configuration the node is in native mode, which needs a pod CIDR.
+    std::fs::remove_file(conf_dir.join("10-broken.conflist")).unwrap();
+    let ready = network_ready().await;
+    assert!(!ready.status && ready.reason == "NoPodCidr", "{ready:?}");
 }

@@ -22,6 +22,12 @@ pub enum Error {
     HostPortTaken { protocol: &'static str, host_port: u16, on: String, taken_by: std::net::IpAddr },
     #[error("nftables: {what}: {message}")]
     Nftables { what: &'static str, message: String },
+    #[error(
+        "the pod CIDR {cidr} overlaps the host's route to {route} via {device}; choose a pod CIDR the node does not route elsewhere"
+    )]
+    CidrOverlapsRoute { cidr: String, route: String, device: String },
+    #[error("invalid port mapping: {field} {reason}")]
+    InvalidPort { field: &'static str, reason: String },
     #[error("CNI config {path}: {reason}")]
     CniConfig { path: std::path::PathBuf, reason: String },
     #[error("no CNI network config found in {dir}")]

@@ -4,7 +4,7 @@
 //! is handed out, so a restart never gives an address twice and removal
 //! frees it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Mutex;
@@ -38,37 +38,44 @@ pub fn gateway(net: &IpNet) -> Option<IpAddr> {
 #[derive(Debug)]
 pub struct Ipam {
     leases: Collection<Lease>,
-    /// Serializes allocations so two pods never get the same address.
-    lock: Mutex<()>,
+    /// Every lease, as on disk; the lock serializes allocations so two
+    /// pods never get the same address.
+    held: Mutex<BTreeMap<String, Lease>>,
 }
 
 impl Ipam {
     pub fn open(network_root: &Path) -> Result<Ipam> {
-        Ok(Ipam { leases: Collection::open(network_root.join("leases"))?, lock: Mutex::new(()) })
+        let leases = Collection::open(network_root.join("leases"))?;
+        let held = leases.load_all()?.into_iter().collect();
+        Ok(Ipam { leases, held: Mutex::new(held) })
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Lease>> {
+        // Entries change only after their file did: a panicked holder leaves it consistent.
+        self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The lease of `pod_id`, if it has one.
     pub fn lease(&self, pod_id: &str) -> Result<Option<Lease>> {
-        Ok(self.leases.get(pod_id)?)
+        Ok(self.held().get(pod_id).cloned())
     }
 
     /// Every lease.
     pub fn leases(&self) -> Result<Vec<Lease>> {
-        Ok(self.leases.load_all()?.into_iter().map(|(_, l)| l).collect())
+        Ok(self.held().values().cloned().collect())
     }
 
     /// Gives `pod_id` one address in each of `cidrs` (its existing lease if
     /// it has one), recorded durably before it returns.
     pub fn allocate(&self, pod_id: &str, cidrs: &PodCidrs) -> Result<Lease> {
-        let _serial = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(lease) = self.leases.get(pod_id)? {
-            return Ok(lease);
+        let mut held = self.held();
+        if let Some(lease) = held.get(pod_id) {
+            return Ok(lease.clone());
         }
         if cidrs.is_empty() {
             return Err(Error::NoPodCidr);
         }
-        let taken: BTreeSet<IpAddr> =
-            self.leases()?.iter().flat_map(|l| l.addresses.iter().map(|a| a.addr())).collect();
+        let taken: BTreeSet<IpAddr> = held.values().flat_map(|l| l.addresses.iter().map(|a| a.addr())).collect();
         let mut addresses = Vec::new();
         for net in cidrs.nets() {
             let gw = gateway(net);
@@ -81,13 +88,16 @@ impl Ipam {
         }
         let lease = Lease { pod_id: pod_id.to_owned(), addresses };
         self.leases.put(pod_id, &lease)?;
+        held.insert(pod_id.to_owned(), lease.clone());
         Ok(lease)
     }
 
     /// Frees the lease of `pod_id`; returns whether it had one.
     pub fn release(&self, pod_id: &str) -> Result<bool> {
-        let _serial = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        Ok(self.leases.delete(pod_id)?)
+        let mut held = self.held();
+        let had = self.leases.delete(pod_id)?;
+        held.remove(pod_id);
+        Ok(had)
     }
 }
 

@@ -1,14 +1,14 @@
 //! Pod networking for bulkhead: it owns network namespaces, the bridge, veth
 //! pairs, addresses and routes (through netlink, never by running `ip`), IP
-//! address management over the pod CIDRs, NAT and host ports, and running
-//! standard CNI plugins when a CNI configuration is present. Built so far:
-//! the pod CIDRs (from the config file or kubelet's `UpdateRuntimeConfig`,
-//! persisted), durable IPAM leases, pinned pod network namespaces, and the
-//! native bridge and veth plumbing over rtnetlink (hairpin on), and in an
-//! nftables table of our own masquerade of pod traffic leaving the pod
-//! CIDRs and host ports; CNI and the CRI wiring are to come, so it reports
-//! that pod networking is not ready yet. It must not depend on the CRI server, the image store or
-//! the runtime core.
+//! address management over the pod CIDRs, NAT and host ports in an
+//! nftables table of its own, and running standard CNI plugins when a CNI
+//! configuration is present. [`Network`] is its face: `setup` and
+//! `teardown` of one pod's network in the mode in force (native or CNI),
+//! `reconcile` at daemon start, and the readiness the CRI reports. Every
+//! pod's network is recorded on disk before it is made, so nothing is left
+//! half-made by a failure or a crash. It must not depend on the CRI
+//! server, the image store or the runtime core, and writes container files
+//! (resolv.conf, hosts) never: that is the CRI server's job.
 
 mod cidr;
 pub mod cni;
@@ -17,9 +17,11 @@ pub mod ipam;
 pub mod nat;
 pub mod native;
 pub mod netns;
+pub mod pod;
 mod state;
 mod sys;
 
 pub use cidr::PodCidrs;
 pub use error::{Error, Result};
-pub use state::{Network, Readiness};
+pub use pod::{Mode, PodNetwork, PodRequest};
+pub use state::{Network, Options, Readiness};

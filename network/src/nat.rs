@@ -1,5 +1,5 @@
 //! Netfilter rules for pod networking, in one nftables table that bulkhead
-//! alone owns (`inet bulkhead`), written through nftables' JSON API (the
+//! alone owns (`inet <bridge>`, named after native mode's bridge), written through nftables' JSON API (the
 //! `nftables` crate, which drives `nft -j`): masquerade for traffic that
 //! leaves the pod CIDRs, and host ports (DNAT from a node port to a pod
 //! port, for traffic arriving from outside and from the node itself, with
@@ -21,8 +21,6 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use crate::{Error, PodCidrs, Result};
 
-/// The table bulkhead owns.
-pub const TABLE: &str = "bulkhead";
 const POSTROUTING: &str = "postrouting";
 const PREROUTING: &str = "prerouting";
 const OUTPUT: &str = "output";
@@ -32,7 +30,8 @@ const SRCNAT: i32 = 100;
 const DSTNAT: i32 = -100;
 
 /// A host port's transport protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
     Udp,
@@ -62,7 +61,7 @@ pub struct HostPort {
 
 /// A port the pod asks to publish (the CRI `PortMapping`), before it is
 /// bound to the pod's address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PortMapping {
     pub protocol: Protocol,
     pub host_ip: Option<IpAddr>,
@@ -103,10 +102,10 @@ fn string(value: impl Into<String>) -> Expression<'static> {
     Expression::String(Cow::Owned(value.into()))
 }
 
-fn nat_chain(name: &'static str, hook: NfHook, prio: i32) -> NfListObject<'static> {
+fn nat_chain(table: &str, name: &'static str, hook: NfHook, prio: i32) -> NfListObject<'static> {
     NfListObject::Chain(Chain {
         family: NfFamily::INet,
-        table: Cow::Borrowed(TABLE),
+        table: Cow::Owned(table.to_owned()),
         name: Cow::Borrowed(name),
         _type: Some(NfChainType::NAT),
         hook: Some(hook),
@@ -116,10 +115,10 @@ fn nat_chain(name: &'static str, hook: NfHook, prio: i32) -> NfListObject<'stati
     })
 }
 
-fn rule(chain: &'static str, expr: Vec<Statement<'static>>) -> NfListObject<'static> {
+fn rule(table: &str, chain: &'static str, expr: Vec<Statement<'static>>) -> NfListObject<'static> {
     NfListObject::Rule(Rule {
         family: NfFamily::INet,
-        table: Cow::Borrowed(TABLE),
+        table: Cow::Owned(table.to_owned()),
         chain: Cow::Borrowed(chain),
         expr: Cow::Owned(expr),
         ..Rule::default()
@@ -128,7 +127,7 @@ fn rule(chain: &'static str, expr: Vec<Statement<'static>>) -> NfListObject<'sta
 
 /// The DNAT rule for `port`: its address family, its destination (the
 /// given host address, or any address local to the node), its port.
-fn host_port_rule(chain: &'static str, port: &HostPort) -> NfListObject<'static> {
+fn host_port_rule(table: &str, chain: &'static str, port: &HostPort) -> NfListObject<'static> {
     let (nfproto, family, l3) =
         if port.pod_ip.is_ipv4() { ("ipv4", NATFamily::IP, "ip") } else { ("ipv6", NATFamily::IP6, "ip6") };
     let mut expr = vec![matches(
@@ -168,26 +167,27 @@ fn host_port_rule(chain: &'static str, port: &HostPort) -> NfListObject<'static>
         port: Some(Expression::Number(u32::from(port.container_port))),
         flags: None,
     })));
-    rule(chain, expr)
+    rule(table, chain, expr)
 }
 
 /// The ruleset for `cidrs` and `ports`: the table; in postrouting, one
 /// masquerade rule per pod CIDR for traffic from it to anywhere outside it
 /// and one for traffic from it that a host port sent back into it
 /// (hairpin); in prerouting and output, one DNAT rule per host port.
-pub fn ruleset(cidrs: &PodCidrs, ports: &[HostPort]) -> Nftables<'static> {
+pub fn ruleset(name: &str, cidrs: &PodCidrs, ports: &[HostPort]) -> Nftables<'static> {
     let mut batch = Batch::new();
-    let table = Table { family: NfFamily::INet, name: Cow::Borrowed(TABLE), ..Table::default() };
+    let table = Table { family: NfFamily::INet, name: Cow::Owned(name.to_owned()), ..Table::default() };
     batch.add(NfListObject::Table(table.clone()));
     // Replace, not append: empty the table before writing it again.
     batch.add_cmd(NfCmd::Flush(FlushObject::Table(table)));
-    batch.add(nat_chain(POSTROUTING, NfHook::Postrouting, SRCNAT));
-    batch.add(nat_chain(PREROUTING, NfHook::Prerouting, DSTNAT));
-    batch.add(nat_chain(OUTPUT, NfHook::Output, DSTNAT));
+    batch.add(nat_chain(name, POSTROUTING, NfHook::Postrouting, SRCNAT));
+    batch.add(nat_chain(name, PREROUTING, NfHook::Prerouting, DSTNAT));
+    batch.add(nat_chain(name, OUTPUT, NfHook::Output, DSTNAT));
     for net in cidrs.nets() {
         let (src_left, src_right) = address(net, "saddr");
         let (dst_left, dst_right) = address(net, "daddr");
         batch.add(rule(
+            name,
             POSTROUTING,
             vec![
                 matches(src_left.clone(), src_right.clone(), Operator::EQ),
@@ -197,6 +197,7 @@ pub fn ruleset(cidrs: &PodCidrs, ports: &[HostPort]) -> Nftables<'static> {
         ));
         let ct_status = Expression::Named(NamedExpression::CT(CT { key: Cow::Borrowed("status"), ..CT::default() }));
         batch.add(rule(
+            name,
             POSTROUTING,
             vec![
                 matches(src_left, src_right, Operator::EQ),
@@ -206,8 +207,8 @@ pub fn ruleset(cidrs: &PodCidrs, ports: &[HostPort]) -> Nftables<'static> {
         ));
     }
     for port in ports {
-        batch.add(host_port_rule(PREROUTING, port));
-        batch.add(host_port_rule(OUTPUT, port));
+        batch.add(host_port_rule(name, PREROUTING, port));
+        batch.add(host_port_rule(name, OUTPUT, port));
     }
     batch.to_nftables()
 }
@@ -238,21 +239,22 @@ pub fn check_conflicts(ports: &[HostPort]) -> Result<()> {
     Ok(())
 }
 
-/// Writes the rules for `cidrs` and `ports`, replacing the table's previous
-/// content. Conflicting host ports are refused before anything changes.
-pub fn apply(cidrs: &PodCidrs, ports: &[HostPort]) -> Result<()> {
+/// Writes the rules for `cidrs` and `ports` into table `inet <name>`,
+/// replacing its previous content. Conflicting host ports are refused
+/// before anything changes.
+pub fn apply(name: &str, cidrs: &PodCidrs, ports: &[HostPort]) -> Result<()> {
     check_conflicts(ports)?;
-    nftables::helper::apply_ruleset(&ruleset(cidrs, ports)).map_err(nft_err("apply the bulkhead table"))
+    nftables::helper::apply_ruleset(&ruleset(name, cidrs, ports)).map_err(nft_err("apply bulkhead's table"))
 }
 
-/// Deletes bulkhead's table, if it exists.
-pub fn remove() -> Result<()> {
+/// Deletes table `inet <name>`, if it exists.
+pub fn remove(name: &str) -> Result<()> {
     let mut batch = Batch::new();
-    let table = Table { family: NfFamily::INet, name: Cow::Borrowed(TABLE), ..Table::default() };
+    let table = Table { family: NfFamily::INet, name: Cow::Owned(name.to_owned()), ..Table::default() };
     // Adding first makes the delete succeed whether or not the table existed.
     batch.add(NfListObject::Table(table.clone()));
     batch.delete(NfListObject::Table(table));
-    nftables::helper::apply_ruleset(&batch.to_nftables()).map_err(nft_err("delete the bulkhead table"))
+    nftables::helper::apply_ruleset(&batch.to_nftables()).map_err(nft_err("delete bulkhead's table"))
 }
 
 #[cfg(test)]
@@ -293,7 +295,7 @@ mod tests {
     #[test]
     fn one_masquerade_rule_per_pod_cidr() {
         let cidrs = PodCidrs::parse("10.244.1.0/24,fd00:10:244:1::/64").unwrap();
-        let json = serde_json::to_string(&ruleset(&cidrs, &[])).unwrap();
+        let json = serde_json::to_string(&ruleset("bulkhead0", &cidrs, &[])).unwrap();
         assert_eq!(json.matches("\"masquerade\"").count(), 4, "outbound and hairpin: {json}");
         assert!(json.contains("\"10.244.1.0\"") && json.contains("\"fd00:10:244:1::\""), "{json}");
         assert!(json.contains("\"flush\""), "the table is replaced, not appended to: {json}");

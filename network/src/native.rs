@@ -9,6 +9,9 @@ use std::os::fd::AsRawFd;
 
 use futures_util::TryStreamExt;
 use ipnet::IpNet;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
+use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
 use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::ipam::{Lease, gateway};
@@ -45,9 +48,28 @@ async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>> {
     }
 }
 
+/// The name of link `index`.
+async fn link_name(handle: &Handle, index: u32) -> Option<String> {
+    let mut links = handle.link().get().match_index(index).execute();
+    let link = links.try_next().await.ok()??;
+    link.attributes.into_iter().find_map(|a| match a {
+        LinkAttribute::IfName(name) => Some(name),
+        _ => None,
+    })
+}
+
+/// The kernel's main routing table (RT_TABLE_MAIN).
+const MAIN_TABLE: u32 = 254;
+
 /// Adds `addr/prefix` to link `index`, tolerating it being there already.
+/// IPv6 addresses skip duplicate address detection (IPAM made them
+/// unique), so they work at once instead of after DAD's second or so.
 async fn add_address(handle: &Handle, index: u32, net: &IpNet, what: &str) -> Result<()> {
-    match handle.address().add(index, net.addr(), net.prefix_len()).execute().await {
+    let mut request = handle.address().add(index, net.addr(), net.prefix_len());
+    if net.addr().is_ipv6() {
+        request.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    match request.execute().await {
         Ok(()) => Ok(()),
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -nix::libc::EEXIST => Ok(()),
         Err(e) => Err(nl("add address", format!("{net} on {what}"))(e)),
@@ -128,7 +150,8 @@ impl Native {
         Ok(index)
     }
 
-    /// Removes the bridge (and so every veth still on it). Idempotent.
+    /// Removes the bridge (veths still on it are released, not deleted:
+    /// detach pods first). Idempotent.
     pub async fn remove_bridge(&self) -> Result<()> {
         let handle = connect()?;
         if let Some(index) = link_index(&handle, &self.bridge).await? {
@@ -137,11 +160,67 @@ impl Native {
         Ok(())
     }
 
+    /// Refuses pod CIDRs that overlap a route of the host's main table
+    /// through another interface than the bridge (a LAN, a VPN, a cluster
+    /// route): pods would shadow, or be shadowed by, real destinations.
+    /// The default route is no overlap.
+    pub async fn check_routes(&self, cidrs: &PodCidrs) -> Result<()> {
+        let handle = connect()?;
+        let bridge = link_index(&handle, &self.bridge).await?;
+        for pod_net in cidrs.nets() {
+            let query = match pod_net {
+                IpNet::V4(_) => RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+                IpNet::V6(_) => RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+            };
+            let mut routes = handle.route().get(query).execute();
+            while let Some(route) = routes.try_next().await.map_err(nl("list routes", "main table"))? {
+                let prefix = route.header.destination_prefix_length;
+                let (mut dst, mut oif, mut table) = (None, None, u32::from(route.header.table));
+                for attr in &route.attributes {
+                    match attr {
+                        RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = Some(IpAddr::V4(*a)),
+                        RouteAttribute::Destination(RouteAddress::Inet6(a)) => dst = Some(IpAddr::V6(*a)),
+                        RouteAttribute::Oif(i) => oif = Some(*i),
+                        RouteAttribute::Table(t) => table = *t,
+                        _ => {}
+                    }
+                }
+                let Some(route_net) = dst.and_then(|d| IpNet::new(d, prefix).ok()) else { continue };
+                let overlaps = route_net.contains(&pod_net.network()) || pod_net.contains(&route_net.network());
+                if table == MAIN_TABLE && prefix > 0 && overlaps && oif.is_some() && oif != bridge {
+                    let device = match oif {
+                        Some(index) => link_name(&handle, index).await.unwrap_or_else(|| format!("#{index}")),
+                        None => String::new(),
+                    };
+                    return Err(Error::CidrOverlapsRoute {
+                        cidr: pod_net.to_string(),
+                        route: route_net.trunc().to_string(),
+                        device,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Gives the pod in `ns` its veth, addresses and default routes. On any
     /// failure the veth is deleted again: no half-configured pod.
     pub async fn attach(&self, pod_id: &str, ns: &NetNs, lease: &Lease, cidrs: &PodCidrs) -> Result<String> {
+        let bridge = self.ensure_bridge(cidrs).await?;
+        self.attach_to(bridge, pod_id, ns, lease, cidrs).await
+    }
+
+    /// [`Native::attach`] to a bridge already ensured (`bridge` is its index).
+    pub async fn attach_to(
+        &self,
+        bridge: u32,
+        pod_id: &str,
+        ns: &NetNs,
+        lease: &Lease,
+        cidrs: &PodCidrs,
+    ) -> Result<String> {
         let (host_end, pod_end) = veth_names(pod_id);
-        let attached = self.attach_inner(&host_end, &pod_end, ns, lease, cidrs).await;
+        let attached = self.attach_inner(bridge, &host_end, &pod_end, ns, lease, cidrs).await;
         if attached.is_err() {
             let _ = self.detach(pod_id).await;
         }
@@ -150,13 +229,13 @@ impl Native {
 
     async fn attach_inner(
         &self,
+        bridge: u32,
         host_end: &str,
         pod_end: &str,
         ns: &NetNs,
         lease: &Lease,
         cidrs: &PodCidrs,
     ) -> Result<()> {
-        let bridge = self.ensure_bridge(cidrs).await?;
         let handle = connect()?;
         handle
             .link()

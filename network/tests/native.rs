@@ -89,8 +89,8 @@ async fn traffic_leaving_the_pod_cidr_is_masqueraded_and_host_ports_lead_in() {
     let pod = NetNs::create(&dir.path().join("pod")).unwrap();
     let lease = ipam.allocate("pod-nat", &cidrs).unwrap();
     native.attach("pod-nat", &pod, &lease, &cidrs).await.unwrap();
-    bulkhead_network::nat::apply(&cidrs, &[]).unwrap();
-    let ruleset = std::process::Command::new("nft").args(["list", "table", "inet", "bulkhead"]).output().unwrap();
+    bulkhead_network::nat::apply(&native.bridge, &cidrs, &[]).unwrap();
+    let ruleset = std::process::Command::new("nft").args(["list", "table", "inet", &native.bridge]).output().unwrap();
     assert!(String::from_utf8_lossy(&ruleset.stdout).contains("masquerade"));
 
     let listener = outside.netns().run(|| TcpListener::bind("10.214.9.2:7780")).unwrap().unwrap();
@@ -118,7 +118,7 @@ async fn traffic_leaving_the_pod_cidr_is_masqueraded_and_host_ports_lead_in() {
         pod_ip: lease.addresses[0].addr(),
         container_port: 8080,
     };
-    bulkhead_network::nat::apply(&cidrs, std::slice::from_ref(&port)).unwrap();
+    bulkhead_network::nat::apply(&native.bridge, &cidrs, std::slice::from_ref(&port)).unwrap();
     let node: SocketAddr = "10.214.9.1:18080".parse().unwrap();
     let server = pong_server(&pod, 8080);
     assert_eq!(outside.netns().run(move || ping(node)).unwrap(), "pong", "outside → host port");
@@ -131,19 +131,19 @@ async fn traffic_leaving_the_pod_cidr_is_masqueraded_and_host_ports_lead_in() {
     server.join().unwrap();
 
     // Applying again replaces rather than appends; removing leaves no table.
-    bulkhead_network::nat::apply(&cidrs, &[port]).unwrap();
+    bulkhead_network::nat::apply(&native.bridge, &cidrs, &[port]).unwrap();
     let listed = String::from_utf8_lossy(
-        &std::process::Command::new("nft").args(["list", "table", "inet", "bulkhead"]).output().unwrap().stdout,
+        &std::process::Command::new("nft").args(["list", "table", "inet", &native.bridge]).output().unwrap().stdout,
     )
     .into_owned();
     assert_eq!(listed.matches("masquerade").count(), 2, "{listed}");
     assert_eq!(listed.matches("dnat ip to").count(), 2, "{listed}");
-    bulkhead_network::nat::remove().unwrap();
-    bulkhead_network::nat::remove().unwrap();
+    bulkhead_network::nat::remove(&native.bridge).unwrap();
+    bulkhead_network::nat::remove(&native.bridge).unwrap();
     let tables =
         String::from_utf8_lossy(&std::process::Command::new("nft").args(["list", "tables"]).output().unwrap().stdout)
             .into_owned();
-    assert!(!tables.contains("bulkhead"), "{tables}");
+    assert!(!tables.contains(&native.bridge), "{tables}");
     native.detach("pod-nat").await.unwrap();
     native.remove_bridge().await.unwrap();
     NetNs::remove(&pod.path).unwrap();

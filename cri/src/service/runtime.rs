@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 
-use bulkhead_network::PodCidrs;
+use bulkhead_network::{PodCidrs, Readiness};
 use bulkhead_proto::cri::runtime_service_server::RuntimeService;
 use bulkhead_proto::cri::*;
 use bulkhead_proto::{CRI_API_VERSION, KUBELET_API_VERSION};
@@ -41,11 +41,12 @@ fn to_json(value: &impl serde::Serialize) -> String {
 }
 
 /// The `verbose` info map; crictl shows each value as JSON.
-fn verbose_info(ctx: &Context, host: &HostReport) -> HashMap<String, String> {
+fn verbose_info(ctx: &Context, host: &HostReport, net: &Readiness) -> HashMap<String, String> {
     let network = serde_json::json!({
+        "mode": ctx.network.mode(),
         "podCidrs": ctx.network.pod_cidrs().to_string(),
         "podCidrsFromKubelet": ctx.network.pod_cidrs_from_kubelet().map(|c| c.to_string()),
-        "readiness": ctx.network.readiness(),
+        "readiness": net,
     });
     let objects = serde_json::json!({
         "pods": ctx.state.pods().len(),
@@ -61,9 +62,8 @@ fn verbose_info(ctx: &Context, host: &HostReport) -> HashMap<String, String> {
     ])
 }
 
-fn status(ctx: &Context, verbose: bool) -> StatusResponse {
+fn status(ctx: &Context, verbose: bool, net: Readiness) -> StatusResponse {
     let host = HostReport::probe();
-    let net = ctx.network.readiness();
     StatusResponse {
         status: Some(RuntimeStatus {
             conditions: vec![
@@ -71,7 +71,7 @@ fn status(ctx: &Context, verbose: bool) -> StatusResponse {
                 condition("NetworkReady", net.ready, &net.reason, &net.message),
             ],
         }),
-        info: if verbose { verbose_info(ctx, &host) } else { HashMap::new() },
+        info: if verbose { verbose_info(ctx, &host, &net) } else { HashMap::new() },
         // The default handler; the features it does not have yet say false.
         runtime_handlers: vec![RuntimeHandler {
             name: String::new(),
@@ -112,7 +112,11 @@ impl RuntimeService for Cri {
 
     async fn status(&self, req: Request<StatusRequest>) -> RpcResult<StatusResponse> {
         let verbose = req.get_ref().verbose;
-        self.observe("Status", Ids::none(), self.blocking(move |ctx| Ok(status(ctx, verbose)))).await
+        self.observe("Status", Ids::none(), async {
+            let net = self.context().network.readiness().await;
+            self.blocking(move |ctx| Ok(status(ctx, verbose, net))).await
+        })
+        .await
     }
 
     async fn runtime_config(&self, _req: Request<RuntimeConfigRequest>) -> RpcResult<RuntimeConfigResponse> {

@@ -181,8 +181,10 @@ pub struct Cni {
     validated: Mutex<Option<Vec<u8>>>,
 }
 
-fn cache_id(network: &str, container_id: &str, ifname: &str) -> String {
-    format!("{network}-{container_id}-{ifname}")
+/// The cache record of an attachment: one per pod interface, whatever
+/// the network (only one list is in force at a time).
+fn cache_id(container_id: &str, ifname: &str) -> String {
+    format!("{container_id}-{ifname}")
 }
 
 impl Cni {
@@ -309,7 +311,7 @@ impl Cni {
         self.validate(&list).await?;
         let config = String::from_utf8(list.bytes.clone())
             .map_err(|_| Error::CniConfig { path: list.source.clone(), reason: "not UTF-8".into() })?;
-        let id = cache_id(&list.name, &attachment.container_id, &attachment.ifname);
+        let id = cache_id(&attachment.container_id, &attachment.ifname);
         let mut entry = CacheEntry {
             kind: "cniCacheV1".into(),
             container_id: attachment.container_id.clone(),
@@ -390,9 +392,10 @@ impl Cni {
         Ok(())
     }
 
-    /// The cached attachment of `container_id` on `ifname`, under any network.
+    /// The cached attachment of `container_id` on `ifname`.
     fn cached(&self, container_id: &str, ifname: &str) -> Result<Option<(String, CacheEntry)>> {
-        Ok(self.cache.load_all()?.into_iter().find(|(_, e)| e.container_id == container_id && e.if_name == ifname))
+        let id = cache_id(container_id, ifname);
+        Ok(self.cache.get(&id)?.map(|entry| (id, entry)))
     }
 
     fn cached_list(entry: &CacheEntry) -> Result<NetworkList> {
@@ -447,6 +450,11 @@ impl Cni {
             self.call(&list, index, &call, &stdin).await?;
         }
         Ok(())
+    }
+
+    /// Whether the pod has a cached attachment on `ifname`.
+    pub fn is_attached(&self, container_id: &str, ifname: &str) -> Result<bool> {
+        Ok(self.cached(container_id, ifname)?.is_some())
     }
 
     /// The pod ids with a cached attachment.

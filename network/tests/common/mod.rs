@@ -23,9 +23,10 @@ pub fn link_exists(name: &str) -> bool {
     std::path::Path::new("/sys/class/net").join(name).exists()
 }
 
-/// Serves one "ping" → "pong" exchange on a listener made inside `ns`.
+/// Serves one "ping" → "pong" exchange on a listener made inside `ns`
+/// (on `::`, which takes IPv4 too).
 pub fn pong_server(ns: &NetNs, port: u16) -> std::thread::JoinHandle<()> {
-    let listener = ns.run(move || TcpListener::bind(("0.0.0.0", port))).unwrap().unwrap();
+    let listener = ns.run(move || TcpListener::bind(("::", port))).unwrap().unwrap();
     std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().unwrap();
         let mut buf = [0u8; 4];
@@ -36,26 +37,46 @@ pub fn pong_server(ns: &NetNs, port: u16) -> std::thread::JoinHandle<()> {
 }
 
 /// Removes, even when a test fails half-way, what the test may have made:
-/// its bridge (and with it every veth on it), its pod namespaces and
-/// bulkhead's nftables table.
+/// the veths on its bridge (deleting a bridge only releases them), the
+/// bridge, its pod namespaces (those listed and every pin in
+/// `netns_dir`), and the nftables table named after the bridge.
 pub struct Leftovers {
     pub bridge: String,
-    /// Whether bulkhead's nftables table is the test's to remove.
+    /// Whether the nftables table named after the bridge is the test's to remove.
     pub nat_table: bool,
     pub namespaces: Vec<std::path::PathBuf>,
 }
 
+impl Leftovers {
+    pub fn with_netns_dir(mut self, dir: &std::path::Path) -> Leftovers {
+        self.namespaces.push(dir.to_owned());
+        self
+    }
+}
+
+fn ip_quietly(args: &[&str]) {
+    let _ = std::process::Command::new("ip").args(args).stderr(std::process::Stdio::null()).status();
+}
+
 impl Drop for Leftovers {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .stderr(std::process::Stdio::null())
-            .status();
+        if let Ok(ports) = std::fs::read_dir(format!("/sys/class/net/{}/brif", self.bridge)) {
+            for port in ports.flatten() {
+                ip_quietly(&["link", "del", &port.file_name().to_string_lossy()]);
+            }
+        }
+        ip_quietly(&["link", "del", &self.bridge]);
         if self.nat_table {
-            let _ = bulkhead_network::nat::remove();
+            let _ = bulkhead_network::nat::remove(&self.bridge);
         }
         for ns in &self.namespaces {
-            let _ = NetNs::remove(ns);
+            if ns.is_dir() {
+                for pin in std::fs::read_dir(ns).into_iter().flatten().flatten() {
+                    let _ = NetNs::remove(&pin.path());
+                }
+            } else {
+                let _ = NetNs::remove(ns);
+            }
         }
     }
 }
