@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use futures_util::TryStreamExt;
 use ipnet::IpNet;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
-use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
 use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -76,11 +76,10 @@ async fn add_address(handle: &Handle, index: u32, net: &IpNet, what: &str) -> Re
     }
 }
 
-/// The veth names of a pod: the host end (stable, from the pod id) and a
-/// temporary name for the pod end until it is renamed eth0 inside.
-fn veth_names(pod_id: &str) -> (String, String) {
+/// The host end of a pod's veth pair, stable from the pod id.
+fn veth_name(pod_id: &str) -> String {
     let short: String = pod_id.chars().filter(|c| c.is_ascii_alphanumeric()).take(11).collect();
-    (format!("bh{short}"), format!("bp{short}"))
+    format!("bh{short}")
 }
 
 /// Turns on IP forwarding for each family among `cidrs` (the sysctls
@@ -219,8 +218,8 @@ impl Native {
         lease: &Lease,
         cidrs: &PodCidrs,
     ) -> Result<String> {
-        let (host_end, pod_end) = veth_names(pod_id);
-        let attached = self.attach_inner(bridge, &host_end, &pod_end, ns, lease, cidrs).await;
+        let host_end = veth_name(pod_id);
+        let attached = self.attach_inner(bridge, &host_end, ns, lease, cidrs).await;
         if attached.is_err() {
             let _ = self.detach(pod_id).await;
         }
@@ -231,29 +230,33 @@ impl Native {
         &self,
         bridge: u32,
         host_end: &str,
-        pod_end: &str,
         ns: &NetNs,
         lease: &Lease,
         cidrs: &PodCidrs,
     ) -> Result<()> {
         let handle = connect()?;
-        handle
-            .link()
-            .add(LinkVeth::new(host_end, pod_end).mtu(self.mtu).build())
-            .execute()
-            .await
-            .map_err(nl("create veth pair", host_end))?;
+        let ns_file = std::fs::File::open(&ns.path).map_err(|source| Error::Io {
+            op: "open namespace",
+            path: ns.path.clone(),
+            source,
+        })?;
+        // The pod end is made inside the pod's namespace, already named
+        // eth0: moving a device between namespaces waits for an RCU grace
+        // period (tens of milliseconds), creating it there does not. The
+        // host end is born on the bridge and up.
+        let pod_end = LinkUnspec::new_with_name(POD_INTERFACE).mtu(self.mtu).setns_by_fd(ns_file.as_raw_fd()).build();
+        let veth = LinkVeth::new(host_end, POD_INTERFACE)
+            .mtu(self.mtu)
+            .controller(bridge)
+            .up()
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(pod_end)))
+            .build();
+        handle.link().add(veth).execute().await.map_err(nl("create veth pair", host_end))?;
         let host_index = link_index(&handle, host_end).await?.ok_or_else(|| Error::Netlink {
             op: "create veth pair",
             what: host_end.to_owned(),
             message: "not there after creation".into(),
         })?;
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(host_index).controller(bridge).up().build())
-            .execute()
-            .await
-            .map_err(nl("attach to the bridge", host_end))?;
         // Hairpin: a pod reaching its own host port has its packets sent
         // back out of the bridge port they came in on.
         handle
@@ -262,24 +265,8 @@ impl Native {
             .execute()
             .await
             .map_err(nl("turn on hairpin mode", host_end))?;
-        let pod_index = link_index(&handle, pod_end).await?.ok_or_else(|| Error::Netlink {
-            op: "find the pod end",
-            what: pod_end.to_owned(),
-            message: "missing".into(),
-        })?;
-        let ns_file = std::fs::File::open(&ns.path).map_err(|source| Error::Io {
-            op: "open namespace",
-            path: ns.path.clone(),
-            source,
-        })?;
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(pod_index).setns_by_fd(ns_file.as_raw_fd()).build())
-            .execute()
-            .await
-            .map_err(nl("move into the pod namespace", pod_end))?;
         // Inside the namespace, on a thread of its own with a netlink socket made there.
-        let (pod_end, addresses, mtu) = (pod_end.to_owned(), lease.addresses.clone(), self.mtu);
+        let addresses = lease.addresses.clone();
         let gateways: Vec<IpAddr> = cidrs.nets().iter().filter_map(gateway).collect();
         ns.run(move || -> Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -288,17 +275,11 @@ impl Native {
                 .map_err(|source| Error::Io { op: "start a netlink runtime", path: "netlink".into(), source })?;
             runtime.block_on(async move {
                 let handle = connect()?;
-                let index = link_index(&handle, &pod_end).await?.ok_or_else(|| Error::Netlink {
+                let index = link_index(&handle, POD_INTERFACE).await?.ok_or_else(|| Error::Netlink {
                     op: "find the pod end inside",
-                    what: pod_end.clone(),
+                    what: POD_INTERFACE.to_owned(),
                     message: "missing".into(),
                 })?;
-                handle
-                    .link()
-                    .set(LinkUnspec::new_with_index(index).name(POD_INTERFACE.to_owned()).mtu(mtu).build())
-                    .execute()
-                    .await
-                    .map_err(nl("rename to eth0", &pod_end))?;
                 for net in &addresses {
                     add_address(&handle, index, net, POD_INTERFACE).await?;
                 }
@@ -320,12 +301,69 @@ impl Native {
         })?
     }
 
+    /// Takes the host end of the pod's veth down, which cuts the pod off
+    /// at once (deleting it waits for an RCU grace period, tens of
+    /// milliseconds; see [`Native::detach`]). Returns whether it existed.
+    pub async fn isolate(&self, pod_id: &str) -> Result<bool> {
+        let host_end = veth_name(pod_id);
+        let handle = connect()?;
+        let Some(index) = link_index(&handle, &host_end).await? else {
+            return Ok(false);
+        };
+        match handle.link().set(LinkUnspec::new_with_index(index).down().build()).execute().await {
+            Ok(()) => Ok(true),
+            // Gone meanwhile: its namespace was destroyed.
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -nix::libc::ENODEV => Ok(false),
+            Err(e) => Err(nl("take down", &host_end)(e)),
+        }
+    }
+
+    /// Deletes every veth on the bridge that belongs to none of `pods`
+    /// (left by a teardown whose deletion a crash interrupted). Returns
+    /// their names.
+    pub async fn sweep(&self, pods: &[String]) -> Result<Vec<String>> {
+        let handle = connect()?;
+        let Some(bridge) = link_index(&handle, &self.bridge).await? else {
+            return Ok(Vec::new());
+        };
+        let keep: Vec<String> = pods.iter().map(|p| veth_name(p)).collect();
+        let mut stale = Vec::new();
+        let mut links = handle.link().get().execute();
+        while let Some(link) = links.try_next().await.map_err(nl("list links", "all"))? {
+            let mut name = None;
+            let mut on_bridge = false;
+            for attr in &link.attributes {
+                match attr {
+                    LinkAttribute::IfName(n) => name = Some(n.clone()),
+                    LinkAttribute::Controller(c) => on_bridge = *c == bridge,
+                    _ => {}
+                }
+            }
+            if let Some(name) = name.filter(|n| on_bridge && !keep.contains(n)) {
+                stale.push((link.header.index, name));
+            }
+        }
+        for (index, name) in &stale {
+            match handle.link().del(*index).execute().await {
+                Ok(()) => {}
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -nix::libc::ENODEV => {}
+                Err(e) => return Err(nl("delete veth", name)(e)),
+            }
+        }
+        Ok(stale.into_iter().map(|(_, name)| name).collect())
+    }
+
     /// Deletes the pod's veth pair (the pod end goes with it). Idempotent.
     pub async fn detach(&self, pod_id: &str) -> Result<()> {
-        let (host_end, _) = veth_names(pod_id);
+        let host_end = veth_name(pod_id);
         let handle = connect()?;
         if let Some(index) = link_index(&handle, &host_end).await? {
-            handle.link().del(index).execute().await.map_err(nl("delete veth", &host_end))?;
+            match handle.link().del(index).execute().await {
+                Ok(()) => {}
+                // Gone meanwhile: its namespace was destroyed.
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -nix::libc::ENODEV => {}
+                Err(e) => return Err(nl("delete veth", &host_end)(e)),
+            }
         }
         Ok(())
     }

@@ -1,10 +1,14 @@
 //! A pod's network, start to end, in whichever mode is in force: its own
 //! pinned namespace, then natively a lease, a veth on the bridge and its
 //! host ports in bulkhead's nftables table, or in CNI mode the plugins'
-//! ADD. Each pod's record is written before anything is made, so teardown
-//! — after a failure, a StopPodSandbox, or a restart — finds everything to
-//! undo; teardown is idempotent. At start, `reconcile` tears down what no
-//! live pod owns and rebuilds the nftables table from the records.
+//! ADD. Whatever a pod's network holds can be found again after a crash,
+//! each piece recorded before what it names is made: the pinned namespace
+//! (by its path), the lease, the pod's record (before its veth and host
+//! ports), the CNI cache entry (before ADD). So teardown — after a
+//! failure, a StopPodSandbox, or a restart — finds everything to undo; teardown is idempotent, and returns once the pod is cut off and
+//! its address, ports and namespace are released (its veth is deleted in
+//! the background). At start, `reconcile` tears down what no live pod
+//! owns, sweeps stray veths and rebuilds the nftables table.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -114,7 +118,6 @@ impl Network {
             ports,
             args: attachment.args.clone(),
         };
-        self.pods.put(&request.pod_id, &record)?;
         match self.make(&mut record, request, &attachment).await {
             Ok(()) => Ok(record.network),
             Err(e) => {
@@ -202,8 +205,10 @@ impl Network {
         let record = self.pods.get(pod_id)?;
         let netns = record.as_ref().map_or_else(|| self.netns_path(pod_id), |r| r.network.netns.clone());
         let mode = record.as_ref().map(|r| r.network.mode);
-        if mode != Some(Mode::Cni) {
-            self.native.detach(pod_id).await?;
+        let native = mode != Some(Mode::Cni);
+        if native {
+            // Cut off at once; the veth itself is deleted below, in the background.
+            self.native.isolate(pod_id).await?;
             if self.ipam.release(pod_id)? || record.as_ref().is_some_and(|r| !r.ports.is_empty()) {
                 self.apply_nat(Some(pod_id)).await?;
             }
@@ -220,6 +225,19 @@ impl Network {
         }
         NetNs::remove(&netns)?;
         self.pods.delete(pod_id)?;
+        if native {
+            // Deleting a device waits for an RCU grace period (tens of
+            // milliseconds) that nothing here needs to wait for: the veth is
+            // down and its address free to reuse. Usually the namespace's
+            // destruction has removed it already; a crash before this ran
+            // is swept by `reconcile`.
+            let (native, pod_id) = (self.native.clone(), pod_id.to_owned());
+            tokio::spawn(async move {
+                if let Err(e) = native.detach(&pod_id).await {
+                    tracing::warn!(pod_id, error = %e, "deleting a torn-down pod's veth failed; the next start sweeps it");
+                }
+            });
+        }
         Ok(())
     }
 
@@ -237,7 +255,12 @@ impl Network {
             self.teardown(id).await?;
         }
         let records = self.pods.load_all()?;
-        if records.iter().any(|(_, r)| r.network.mode == Mode::Native) {
+        let native: Vec<String> =
+            records.iter().filter(|(_, r)| r.network.mode == Mode::Native).map(|(id, _)| id.clone()).collect();
+        for veth in self.native.sweep(&native).await? {
+            tracing::info!(veth, "deleted a veth no pod owns");
+        }
+        if !native.is_empty() {
             self.bridge_for(&self.pod_cidrs()).await?;
             self.apply_nat(None).await?;
         }

@@ -51,7 +51,7 @@ pub struct Network {
     pub(crate) native: Native,
     pub(crate) ipam: Ipam,
     pub(crate) cni: Cni,
-    /// Each pod's network, written before any of it is made.
+    /// Each pod's network, written before its veth or CNI result is relied on.
     pub(crate) pods: Collection<PodRecord>,
     /// Native mode's node-wide state, changed one pod at a time.
     pub(crate) node: tokio::sync::Mutex<NodeState>,

@@ -69,7 +69,13 @@ impl Node {
     /// nsfs mount, lease, record, CNI cache entry, host-port rule or route
     /// to a pod.
     fn assert_clean(&self) {
-        let ports = self.files(&format!("/sys/class/net/{}/brif", self.bridge));
+        // Veths go in the background (teardown only takes them down): wait.
+        let brif = format!("/sys/class/net/{}/brif", self.bridge);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !self.files(&brif).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let ports = self.files(&brif);
         assert!(ports.is_empty(), "veths left on the bridge: {ports:?}");
         assert!(self.files("netns").is_empty(), "namespaces left: {:?}", self.files("netns"));
         assert!(self.files("root/leases").is_empty(), "leases left: {:?}", self.files("root/leases"));
@@ -148,8 +154,12 @@ async fn dual_stack_pods_survive_a_restart_and_reconcile_leaves_only_live_pods()
     assert_eq!(addrs(&third)[0], "10.215.1.4/24", "no address handed out twice after a restart");
     net.teardown("dspod3").await.unwrap();
 
-    // Pod two is gone from the runtime's records: reconcile removes its network.
+    // Pod two is gone from the runtime's records: reconcile removes its
+    // network, and a veth on the bridge that no pod owns.
+    common::ip(&["link", "add", "bhstray", "type", "veth", "peer", "name", "bhstrayp"]);
+    common::ip(&["link", "set", "bhstray", "master", &node.bridge]);
     net.reconcile(&["dspod1".into()]).await.unwrap();
+    assert!(!common::link_exists("bhstray") && !common::link_exists("bhstrayp"), "stray veth swept");
     assert!(net.pod("dspod2").unwrap().is_none());
     assert!(!two.netns.exists());
     net.teardown("dspod1").await.unwrap();
