@@ -19,7 +19,7 @@ use bulkhead_network::Error;
 use bulkhead_network::cni::{Attachment, Cni, RuntimeConfig, Settings};
 use bulkhead_network::nat::{PortMapping, Protocol};
 use bulkhead_network::netns::NetNs;
-use common::{Leftovers, Outside, interfaces_in, link_exists, ping, pong_server};
+use common::{Leftovers, Outside, busybox_ping, interfaces_in, link_exists, ping, pong_server};
 
 const PLUGINS: &str = "/usr/lib/cni";
 
@@ -92,16 +92,6 @@ impl Drop for Attached {
 
 fn attachment(id: &str, ns: &NetNs) -> Attachment {
     Attachment::for_pod(id, &ns.path, "default", id, &format!("uid-{id}"))
-}
-
-fn busybox_ping(ns: &NetNs, to: IpAddr) -> bool {
-    std::process::Command::new("nsenter")
-        .arg(format!("--net={}", ns.path.display()))
-        .args(["busybox", "ping", "-c", "1", "-W", "3", &to.to_string()])
-        .output()
-        .unwrap()
-        .status
-        .success()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,7 @@ use bulkhead_network::cni::Settings;
 use bulkhead_network::nat::{PortMapping, Protocol};
 use bulkhead_network::netns::NetNs;
 use bulkhead_network::{Error, Mode, Network, Options, PodCidrs, PodRequest};
-use common::{Leftovers, Outside, interfaces_in, ping, pong_server};
+use common::{Leftovers, Outside, busybox_ping, interfaces_in, ping, pong_server};
 
 /// The tests of this binary that make native pods share nothing but run
 /// one at a time: host ports and forwarding are node-wide.
@@ -133,6 +133,9 @@ async fn dual_stack_pods_survive_a_restart_and_reconcile_leaves_only_live_pods()
         let server = pong_server(&ns2, port);
         assert_eq!(ns1.run(move || ping(SocketAddr::new(target, port))).unwrap(), "pong", "to {target}");
         server.join().unwrap();
+    }
+    for target in &two.addresses {
+        assert!(busybox_ping(&ns1, target.addr()), "ICMP to {target}");
     }
     let v6 = one.addresses[1].addr();
     let server = pong_server(&ns1, 7102);

@@ -5,7 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used)] // each test binary uses a part; tests fail loudly
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 
 use bulkhead_network::netns::NetNs;
 
@@ -127,4 +127,15 @@ impl Drop for Outside {
         let _ = std::process::Command::new("ip").args(["netns", "del", &self.name]).status();
         let _ = std::process::Command::new("ip").args(["link", "del", &self.host_end]).status();
     }
+}
+
+/// Whether one ICMP echo from inside `ns` to `to` is answered (busybox ping).
+pub fn busybox_ping(ns: &NetNs, to: IpAddr) -> bool {
+    std::process::Command::new("nsenter")
+        .arg(format!("--net={}", ns.path.display()))
+        .args(["busybox", "ping", "-c", "1", "-W", "3", &to.to_string()])
+        .output()
+        .unwrap()
+        .status
+        .success()
 }
