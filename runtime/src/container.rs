@@ -89,6 +89,9 @@ pub struct CreateOptions {
     pub console_socket: Option<PathBuf>,
     /// runc's --preserve-fds, --no-pivot and --no-new-keyring.
     pub launch: Launch,
+    /// The container's stdin, stdout and stderr, when not the caller's own
+    /// (the pod monitor gives each container its log pipes).
+    pub stdio: Option<[std::os::fd::RawFd; 3]>,
 }
 
 /// runc's flags that change how a process is set up.
@@ -313,6 +316,7 @@ impl Runtime {
                     pid_w,
                     map_go: map_r,
                     channels,
+                    stdio: options.stdio,
                 })
             }
             ForkResult::Parent { child } => {
@@ -792,6 +796,7 @@ struct Stage1<'a> {
     /// The caller writes a byte here once the id maps are written.
     map_go: OwnedFd,
     channels: init::Channels,
+    stdio: Option<[std::os::fd::RawFd; 3]>,
 }
 
 /// Joins or creates the user namespace; a new one waits for the caller to
@@ -815,8 +820,15 @@ fn enter_user_namespace(
 }
 
 fn stage1(stage: Stage1<'_>) -> ! {
-    let Stage1 { bundle, fifo, cgroup, pid_ns, user_ns, pid_w, map_go, channels } = stage;
+    let Stage1 { bundle, fifo, cgroup, pid_ns, user_ns, pid_w, map_go, channels, stdio } = stage;
     let mut pid_out = std::fs::File::from(pid_w);
+    // The container's stdio, inherited by init (dup2 clears close-on-exec).
+    for (fd, target) in stdio.into_iter().flatten().zip(0..) {
+        if let Err(errno) = crate::sys::dup2_raw(fd, target) {
+            let _ = pid_out.write_all(format!("set up stdio fd {target}: {errno}").as_bytes());
+            init::exit(1);
+        }
+    }
     // Join the cgroup before forking init, so init starts (and unshares its
     // cgroup namespace) inside it.
     if let Err(e) = cgroup.join(0) {

@@ -418,6 +418,7 @@ fn execute(cli: &Cli) -> Result<u8> {
                     pid_file: pid_file.clone(),
                     console_socket: console_socket.clone(),
                     launch: (*launch).into(),
+                    stdio: None,
                 },
             )?;
         }
@@ -427,6 +428,7 @@ fn execute(cli: &Cli) -> Result<u8> {
                 pid_file: pid_file.clone(),
                 console_socket: console_socket.clone(),
                 launch: (*launch).into(),
+                stdio: None,
             };
             if !detach {
                 if console_socket.is_some() {
@@ -463,7 +465,12 @@ fn execute(cli: &Cli) -> Result<u8> {
                 None => exec_process(&rt, &cli.command, id)?,
             };
             let launch = Launch { preserve_fds: *preserve_fds, ..Launch::default() };
-            let options = CreateOptions { pid_file: pid_file.clone(), console_socket: console_socket.clone(), launch };
+            let options = CreateOptions {
+                pid_file: pid_file.clone(),
+                console_socket: console_socket.clone(),
+                launch,
+                stdio: None,
+            };
             // The process is orphaned by its forking stage: be its reaper.
             nix::sys::prctl::set_child_subreaper(true).map_err(|errno| Error::Syscall {
                 op: "become child subreaper",

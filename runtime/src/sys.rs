@@ -208,3 +208,15 @@ pub(crate) fn bpf_attach_cgroup_device(cgroup_fd: i32, prog_fd: i32) -> Result<(
     })
     .map(drop)
 }
+
+/// dup2(2) on raw descriptors: `target` becomes a copy of `fd`, without
+/// close-on-exec. A no-op when they are the same descriptor.
+pub(crate) fn dup2_raw(fd: i32, target: i32) -> Result<(), Errno> {
+    if fd == target {
+        // dup2 would keep close-on-exec: clear it instead.
+        // SAFETY: fcntl(2) on a descriptor number; the kernel checks it.
+        return Errno::result(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }).map(drop);
+    }
+    // SAFETY: dup2(2) on descriptor numbers; the kernel checks both.
+    Errno::result(unsafe { libc::dup2(fd, target) }).map(drop)
+}
