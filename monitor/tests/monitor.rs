@@ -119,7 +119,7 @@ fn log_lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
-        .map(|l| l.splitn(2, ' ').nth(1).unwrap().to_owned()) // without the time
+        .map(|l| l.split_once(' ').unwrap().1.to_owned()) // without the time
         .collect()
 }
 
