@@ -52,6 +52,18 @@ pub enum Error {
     Store(#[from] bulkhead_store::Error),
     #[error("pod sandbox {id} not found")]
     PodNotFound { id: String },
+    #[error("container {id} not found")]
+    ContainerNotFound { id: String },
+    #[error("{what} name {name:?} is already reserved for {id}")]
+    NameTaken { what: &'static str, name: String, id: String },
+    #[error("{what} {id} is {state}: {wanted}")]
+    WrongState { what: &'static str, id: String, state: String, wanted: &'static str },
+    #[error("exec in container {id} did not finish within {seconds}s; killed")]
+    ExecTimeout { id: String, seconds: i64 },
+    #[error("the monitor of pod {pod_id}: {message}")]
+    Monitor { pod_id: String, message: String },
+    #[error("{what} is not supported by bulkhead {version} yet", version = env!("CARGO_PKG_VERSION"))]
+    Unsupported { what: String },
     #[error("{rpc} is not implemented in bulkhead {version} yet", version = env!("CARGO_PKG_VERSION"))]
     Unimplemented { rpc: &'static str },
     #[error("{field}: {message}")]
@@ -76,7 +88,23 @@ impl Error {
                 Code::InvalidArgument
             }
             Error::Config { .. } | Error::ConfigSyntax { .. } => Code::InvalidArgument,
-            Error::PodNotFound { .. } => Code::NotFound,
+            Error::PodNotFound { .. } | Error::ContainerNotFound { .. } => Code::NotFound,
+            Error::NameTaken { .. } => Code::AlreadyExists,
+            Error::WrongState { .. } => Code::FailedPrecondition,
+            Error::ExecTimeout { .. } => Code::DeadlineExceeded,
+            Error::Unsupported { .. } => Code::Unimplemented,
+            Error::Network(bulkhead_network::Error::PoolExhausted { .. }) => Code::ResourceExhausted,
+            Error::Network(bulkhead_network::Error::HostPortTaken { .. }) => Code::AlreadyExists,
+            Error::Network(
+                bulkhead_network::Error::InvalidPort { .. } | bulkhead_network::Error::CidrOverlapsRoute { .. },
+            ) => Code::InvalidArgument,
+            Error::Network(
+                bulkhead_network::Error::NoPodCidr
+                | bulkhead_network::Error::CniNoConfig { .. }
+                | bulkhead_network::Error::CniConfig { .. }
+                | bulkhead_network::Error::CniPluginMissing { .. }
+                | bulkhead_network::Error::CniVersion { .. },
+            ) => Code::FailedPrecondition,
             Error::Image(bulkhead_image::Error::ImageNotFound { .. }) => Code::NotFound,
             Error::Image(
                 bulkhead_image::Error::InvalidReference { .. } | bulkhead_image::Error::InvalidDigest { .. },
@@ -94,6 +122,7 @@ impl Error {
             | Error::Image(_)
             | Error::Network(_)
             | Error::Store(_)
+            | Error::Monitor { .. }
             | Error::Internal(_) => Code::Internal,
         }
     }

@@ -10,12 +10,16 @@
 
 pub mod cli;
 pub mod config;
+pub mod containers;
 pub mod daemon;
 mod error;
 pub mod locks;
 pub mod metrics;
+pub mod monitor;
+pub mod pods;
 pub mod service;
 mod socket;
+pub mod spec;
 pub mod state;
 
 pub use error::{Error, Result};

@@ -37,6 +37,28 @@ pub struct PodRecord {
     pub runtime_handler: String,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// How the pod runs: namespaces, network, monitor.
+    #[serde(default)]
+    pub sandbox: SandboxInfo,
+}
+
+/// What bulkhead made for a pod, as the later calls need it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxInfo {
+    pub hostname: String,
+    pub log_directory: String,
+    /// The pod's cgroup (cgroupfs form); containers go below it.
+    pub cgroup_parent: String,
+    /// CRI `NamespaceMode` of the network, pid and ipc namespaces.
+    pub network_mode: i32,
+    pub pid_mode: i32,
+    pub ipc_mode: i32,
+    /// The pod's network namespace, unless it uses the node's.
+    pub netns: Option<std::path::PathBuf>,
+    /// The pod's IPs, the pod IP first.
+    pub ips: Vec<String>,
+    pub monitor_pid: i32,
+    pub privileged: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +86,37 @@ pub struct ContainerRecord {
     pub log_path: String,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// How the container was made.
+    #[serde(default)]
+    pub made: ContainerInfo,
+}
+
+/// A mount of a container as `ContainerStatus` reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountInfo {
+    pub container_path: String,
+    pub host_path: String,
+    pub readonly: bool,
+    pub propagation: i32,
+}
+
+/// What bulkhead made for a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    /// The image's id (`sha256:…`).
+    pub image_id: String,
+    /// The OCI bundle: config.json and the rootfs mount point.
+    pub bundle: std::path::PathBuf,
+    /// The overlay's writable layer and work directory.
+    pub upper: std::path::PathBuf,
+    pub stop_signal: i32,
+    pub mounts: Vec<MountInfo>,
+    pub tty: bool,
+    pub stdin: bool,
+    pub stdin_once: bool,
+    pub uid: u32,
+    pub gid: u32,
+    pub supplemental_groups: Vec<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -186,6 +239,7 @@ mod tests {
             runtime_handler: String::new(),
             labels: BTreeMap::from([("app".into(), "web".into())]),
             annotations: BTreeMap::new(),
+            sandbox: SandboxInfo::default(),
         }
     }
 
@@ -205,6 +259,7 @@ mod tests {
             log_path: String::new(),
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
+            made: ContainerInfo::default(),
         }
     }
 

@@ -101,11 +101,81 @@ impl Sandbox {
         cmd
     }
 
+    /// The native bridge (and nftables table) name of this sandbox's pods.
+    pub fn bridge(&self) -> String {
+        let name = self.dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let suffix: String = name.chars().rev().filter(|c| c.is_ascii_alphanumeric()).take(8).collect();
+        format!("bhe{suffix}")
+    }
+
+    /// A `[network]` config section that keeps this sandbox's pods to
+    /// itself: its own bridge, `pod_cidr`, and an empty CNI conf dir.
+    pub fn network_config(&self, pod_cidr: &str) -> String {
+        format!(
+            "[network]\npod_cidr = \"{pod_cidr}\"\nbridge = \"{}\"\ncni_conf_dir = \"{}\"\n",
+            self.bridge(),
+            self.dir.path().join("net.d").display()
+        )
+    }
+
+    /// Pod leftovers: processes in the cgroups of this sandbox's pods, the
+    /// cgroups, the veths on its bridge, the bridge and its nftables table.
+    fn sweep_pods(&self, leftovers: &mut Vec<String>) {
+        let pods: Vec<String> = listing(&self.state.join("pods"))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect();
+        // Pods with bulkhead's default cgroup parent, and pods whose tests
+        // give them a parent below the sandbox's own cgroup (named as its bridge).
+        // The parents tests give (kubelet's, in life) are not bulkhead's to
+        // remove: only what is below them counts as left behind.
+        let mut roots: Vec<(PathBuf, usize)> = pods.iter().map(|p| (Path::new("bulkhead").join(p), 0)).collect();
+        roots.push((PathBuf::from(self.bridge()), 2));
+        for (pod, depth) in &roots {
+            let pod = pod.display();
+            for hierarchy in listing(Path::new("/sys/fs/cgroup")).unwrap_or_default() {
+                let dir = Path::new("/sys/fs/cgroup").join(&hierarchy).join(pod.to_string());
+                if !dir.exists() {
+                    continue;
+                }
+                let mut dirs: Vec<PathBuf> = walk_dirs(&dir);
+                dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+                for d in &dirs {
+                    for pid in std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default().lines() {
+                        if let Ok(pid) = pid.trim().parse::<i32>() {
+                            leftovers.push(format!("process {pid} in cgroup {pod} still runs"));
+                            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                for d in &dirs {
+                    if d.strip_prefix(&dir).map_or(0, |rest| rest.components().count()) >= *depth {
+                        leftovers.push(format!("cgroup {} remains", d.display()));
+                    }
+                    let _ = std::fs::remove_dir(d);
+                }
+            }
+        }
+        let bridge = self.bridge();
+        if let Some(ports) = listing(&Path::new("/sys/class/net").join(&bridge).join("brif")) {
+            for port in ports {
+                leftovers.push(format!("veth {} remains", port.to_string_lossy()));
+                let _ = Command::new("ip").arg("link").arg("del").arg(&port).stderr(Stdio::null()).status();
+            }
+        }
+        let _ = Command::new("ip").args(["link", "del", &bridge]).stderr(Stdio::null()).status();
+        let _ = Command::new("nft").args(["delete", "table", "inet", &bridge]).stderr(Stdio::null()).status();
+    }
+
     /// Everything this sandbox's daemons left on the host, cleaning it up
-    /// as it is found: processes that name the sandbox, mounts under it,
-    /// host paths that did not exist before.
+    /// as it is found: processes that name the sandbox, pods' processes,
+    /// cgroups and veths, mounts under it, host paths that did not exist
+    /// before.
     pub fn sweep(&self) -> Vec<String> {
         let mut leftovers = Vec::new();
+        self.sweep_pods(&mut leftovers);
         let marker = self.dir.path().to_string_lossy().into_owned();
         for pid in processes_mentioning(&marker) {
             leftovers.push(format!("process {pid} still runs"));
@@ -135,6 +205,19 @@ impl Default for Sandbox {
     fn default() -> Sandbox {
         Sandbox::new()
     }
+}
+
+/// `dir` and every directory below it.
+fn walk_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_owned()];
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(walk_dirs(&e.path()));
+            }
+        }
+    }
+    out
 }
 
 fn processes_mentioning(marker: &str) -> Vec<i32> {

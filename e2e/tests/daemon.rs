@@ -58,12 +58,12 @@ async fn runtime_config_reports_the_cgroup_driver_in_use() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unbuilt_rpcs_answer_unimplemented_naming_themselves() {
     let daemon = Daemon::start().await;
-    let err = daemon.runtime().await.run_pod_sandbox(RunPodSandboxRequest::default()).await.unwrap_err();
+    let err = daemon.runtime().await.container_stats(ContainerStatsRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("RunPodSandbox"), "{}", err.message());
-    let err = daemon.runtime().await.list_containers(ListContainersRequest::default()).await.unwrap_err();
+    assert!(err.message().contains("ContainerStats"), "{}", err.message());
+    let err = daemon.runtime().await.port_forward(PortForwardRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("ListContainers"), "{}", err.message());
+    assert!(err.message().contains("PortForward"), "{}", err.message());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bulkhead_proto::monitor::{CONTAINERS, ContainerRecord, ContainerState, Request, Response, SOCKET};
+use bulkhead_proto::monitor::{CONTAINERS, ContainerRecord, ContainerState, Request, Response};
 use bulkhead_runtime::container::{CreateOptions, Runtime};
 use bulkhead_store::Collection;
 use nix::errno::Errno;
@@ -33,10 +33,18 @@ pub struct Options {
     pub dir: PathBuf,
     /// The runtime core's state root, shared by the node's monitors.
     pub runtime_root: PathBuf,
+    /// The control socket to listen on.
+    pub socket: PathBuf,
     /// A UTS namespace of the pod's own, with this hostname.
     pub hostname: Option<String>,
     /// An IPC namespace of the pod's own.
     pub new_ipc: bool,
+    /// A pid namespace shared by the pod's containers, held by a child of
+    /// the monitor that is its pid 1 (the pause container's other job).
+    pub new_pid: bool,
+    /// The cgroup the monitor moves into (the pod's own, as the pause
+    /// container's), so it is not in the daemon's.
+    pub cgroup: Option<PathBuf>,
 }
 
 /// The pod's namespace pins, under `<dir>/ns/`.
@@ -58,6 +66,8 @@ struct Container {
 
 struct Monitor {
     options: Options,
+    /// pid 1 of the pod's shared pid namespace, if it has one.
+    pid_holder: Option<i32>,
     runtime: Runtime,
     records: Collection<ContainerRecord>,
     containers: BTreeMap<String, Container>,
@@ -91,6 +101,10 @@ fn pin_namespace(kind: &str, pin: &Path) -> Result<(), String> {
 
 fn serve(options: Options) -> Result<(), String> {
     setsid().map_err(|e| format!("setsid: {e}"))?;
+    if let Some(path) = &options.cgroup {
+        let cgroup = bulkhead_runtime::cgroups::Cgroup::for_host(path).map_err(|e| e.to_string())?;
+        cgroup.create().and_then(|()| cgroup.join(0)).map_err(|e| format!("join cgroup {}: {e}", path.display()))?;
+    }
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("become child subreaper: {e}"))?;
     let ns_dir = options.dir.join(NS_DIR);
     std::fs::create_dir_all(&ns_dir).map_err(|e| format!("create {}: {e}", ns_dir.display()))?;
@@ -109,8 +123,12 @@ fn serve(options: Options) -> Result<(), String> {
     if options.new_ipc {
         pin_namespace("ipc", &ns_dir.join("ipc"))?;
     }
+    let pid_holder = if options.new_pid { Some(hold_pid_namespace(&ns_dir.join("pid"))?) } else { None };
     let records = Collection::open(options.dir.join(CONTAINERS)).map_err(|e| e.to_string())?;
-    let socket = options.dir.join(SOCKET);
+    let socket = options.socket.clone();
+    if let Some(parent) = socket.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+    }
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket).map_err(|e| format!("listen on {}: {e}", socket.display()))?;
     let mut mask = SigSet::empty();
@@ -124,13 +142,92 @@ fn serve(options: Options) -> Result<(), String> {
         .map_err(|e| format!("ignore SIGPIPE: {e}"))?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| format!("signalfd: {e}"))?;
-    let mut monitor =
-        Monitor { runtime: Runtime::new(&options.runtime_root), options, records, containers: BTreeMap::new() };
+    let mut monitor = Monitor {
+        runtime: Runtime::new(&options.runtime_root),
+        pid_holder,
+        options,
+        records,
+        containers: BTreeMap::new(),
+    };
     // Ready: tell the daemon (stdout), then leave its pipes.
     println!("ready {}", std::process::id());
     detach_stdio(&monitor.options.dir)?;
     monitor.event_loop(&listener, &signals);
     monitor.exit(&socket)
+}
+
+/// Makes the pod's pid namespace: a child unshares it and forks its pid 1,
+/// which reaps whatever is orphaned inside until it is killed; the
+/// namespace is pinned at `pin`. Returns pid 1's host pid.
+fn hold_pid_namespace(pin: &Path) -> Result<i32, String> {
+    let (pid_r, pid_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: the monitor is single-threaded; both children stay so.
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            drop(pid_r);
+            let mut out = File::from(pid_w);
+            if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
+                let _ = write!(out, "error: unshare the pid namespace: {e}");
+                std::process::exit(1);
+            }
+            // SAFETY: as above.
+            match unsafe { fork() } {
+                Ok(ForkResult::Child) => {
+                    drop(out);
+                    pid_one()
+                }
+                Ok(ForkResult::Parent { child }) => {
+                    let _ = write!(out, "{child}");
+                    std::process::exit(0)
+                }
+                Err(e) => {
+                    let _ = write!(out, "error: fork pid 1: {e}");
+                    std::process::exit(1)
+                }
+            }
+        }
+        ForkResult::Parent { child } => {
+            drop(pid_w);
+            let mut text = String::new();
+            let _ = File::from(pid_r).read_to_string(&mut text);
+            let _ = waitpid(child, None);
+            let pid: i32 = text.trim().parse().map_err(|_| format!("the pid namespace holder: {}", text.trim()))?;
+            File::create(pin).map_err(|e| format!("create {}: {e}", pin.display()))?;
+            let source = PathBuf::from(format!("/proc/{pid}/ns/pid"));
+            mount(Some(&source), pin, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                .map_err(|e| format!("pin the pid namespace at {}: {e}", pin.display()))?;
+            Ok(pid)
+        }
+    }
+}
+
+/// pid 1 of a pod's pid namespace: no descriptors but /dev/null, reaps
+/// orphans as SIGCHLD arrives, until SIGKILL.
+fn pid_one() -> ! {
+    if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
+        for target in 0..3 {
+            // SAFETY: dup2(2) onto the standard descriptors of this process.
+            unsafe { nix::libc::dup2(null.as_raw_fd(), target) };
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+        let fds: Vec<i32> = entries.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
+        for fd in fds.into_iter().filter(|fd| *fd > 2) {
+            // SAFETY: closing inherited descriptors nothing here uses.
+            unsafe { nix::libc::close(fd) };
+        }
+    }
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    let _ = mask.thread_block();
+    loop {
+        let _ = mask.wait();
+        while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            if status == WaitStatus::StillAlive {
+                break;
+            }
+        }
+    }
 }
 
 /// stdin and stdout to /dev/null, stderr to `<dir>/monitor.log`.
@@ -416,12 +513,17 @@ impl Monitor {
                 self.drain(&id, i);
             }
         }
+        // Last, the pod's pid 1: whatever still lives in its namespace dies with it.
+        if let Some(pid) = self.pid_holder.take() {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid), None);
+        }
     }
 
     /// Leaves: the socket and namespace pins go; records stay for the daemon.
     fn exit(self, socket: &Path) -> Result<(), String> {
         let _ = std::fs::remove_file(socket);
-        for kind in ["uts", "ipc"] {
+        for kind in ["uts", "ipc", "pid"] {
             let pin = self.options.dir.join(NS_DIR).join(kind);
             let _ = umount2(&pin, MntFlags::MNT_DETACH);
             let _ = std::fs::remove_file(&pin);

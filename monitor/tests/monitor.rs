@@ -33,6 +33,8 @@ impl Pod {
             .arg(dir.path().join("pod"))
             .arg("--runtime-root")
             .arg(dir.path().join("runtime"))
+            .arg("--socket")
+            .arg(dir.path().join("pod/monitor.sock"))
             .args(["--hostname", hostname, "--new-ipc"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

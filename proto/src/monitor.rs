@@ -1,5 +1,6 @@
 //! The daemon ↔ pod monitor protocol. The monitor of a pod listens on a
-//! unix socket (`<state>/pods/<pod-id>/monitor.sock`); the daemon connects,
+//! unix socket the daemon names (`<state>/sockets/<pod-id prefix>.sock`,
+//! short enough for `sun_path`); the daemon connects,
 //! writes one [`Request`] as a JSON line, reads one [`Response`] as a JSON
 //! line, and the connection ends. What the monitor knows durably — each
 //! container's pid, start, and exit — it writes as [`ContainerRecord`]s
@@ -11,8 +12,6 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// The socket's file name in the pod's state directory.
-pub const SOCKET: &str = "monitor.sock";
 /// The directory of container records in the pod's state directory.
 pub const CONTAINERS: &str = "containers";
 

@@ -137,3 +137,14 @@ impl Cri {
             .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
     }
 }
+
+/// Runs blocking work (disk I/O with fsync) off the async executor.
+pub(crate) async fn blocking_on<T: Send + 'static>(
+    ctx: &Arc<Context>,
+    work: impl FnOnce(&Context) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let ctx = ctx.clone();
+    tokio::task::spawn_blocking(move || work(&ctx))
+        .await
+        .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+}

@@ -15,7 +15,7 @@ use tonic::Request;
 use tonic::codegen::tokio_stream::Stream;
 
 use super::{Context, Cri, Ids, RpcResult};
-use crate::{Error, Result};
+use crate::{Error, Result, containers, pods};
 
 pub const RUNTIME_NAME: &str = "bulkhead";
 pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -140,49 +140,109 @@ impl RuntimeService for Cri {
     }
 
     async fn run_pod_sandbox(&self, req: Request<RunPodSandboxRequest>) -> RpcResult<RunPodSandboxResponse> {
-        // The sandbox has no id until it is created.
-        let _ = req;
-        self.unimplemented("RunPodSandbox", Ids::none()).await
+        // The sandbox has no id until it is created; its name goes in the span.
+        let req = req.into_inner();
+        let name = req.config.as_ref().and_then(|c| c.metadata.as_ref()).map(|m| m.name.clone()).unwrap_or_default();
+        let ctx = self.context().clone();
+        self.observe("RunPodSandbox", Ids::none(), async move {
+            let id = pods::run(&ctx, req).await?;
+            tracing::info!(pod_id = %id, pod_name = %name, "pod sandbox running");
+            Ok(RunPodSandboxResponse { pod_sandbox_id: id })
+        })
+        .await
     }
 
     async fn stop_pod_sandbox(&self, req: Request<StopPodSandboxRequest>) -> RpcResult<StopPodSandboxResponse> {
-        self.unimplemented("StopPodSandbox", Ids::pod(&req.get_ref().pod_sandbox_id)).await
+        let id = req.into_inner().pod_sandbox_id;
+        let ctx = self.context().clone();
+        self.observe("StopPodSandbox", Ids::pod(&id), async {
+            pods::stop(&ctx, &id).await.map(|()| StopPodSandboxResponse {})
+        })
+        .await
     }
 
     async fn remove_pod_sandbox(&self, req: Request<RemovePodSandboxRequest>) -> RpcResult<RemovePodSandboxResponse> {
-        self.unimplemented("RemovePodSandbox", Ids::pod(&req.get_ref().pod_sandbox_id)).await
+        let id = req.into_inner().pod_sandbox_id;
+        let ctx = self.context().clone();
+        self.observe("RemovePodSandbox", Ids::pod(&id), async {
+            pods::remove(&ctx, &id).await.map(|()| RemovePodSandboxResponse {})
+        })
+        .await
     }
 
     async fn pod_sandbox_status(&self, req: Request<PodSandboxStatusRequest>) -> RpcResult<PodSandboxStatusResponse> {
-        self.unimplemented("PodSandboxStatus", Ids::pod(&req.get_ref().pod_sandbox_id)).await
+        let req = req.into_inner();
+        let ctx = self.context().clone();
+        self.observe("PodSandboxStatus", Ids::pod(&req.pod_sandbox_id), async {
+            pods::status(&ctx, &req.pod_sandbox_id, req.verbose)
+        })
+        .await
     }
 
-    async fn list_pod_sandbox(&self, _req: Request<ListPodSandboxRequest>) -> RpcResult<ListPodSandboxResponse> {
-        self.unimplemented("ListPodSandbox", Ids::none()).await
+    async fn list_pod_sandbox(&self, req: Request<ListPodSandboxRequest>) -> RpcResult<ListPodSandboxResponse> {
+        let filter = req.into_inner().filter;
+        let ctx = self.context().clone();
+        self.observe("ListPodSandbox", Ids::none(), async {
+            Ok(ListPodSandboxResponse { items: pods::list(&ctx, filter) })
+        })
+        .await
     }
 
     async fn create_container(&self, req: Request<CreateContainerRequest>) -> RpcResult<CreateContainerResponse> {
-        self.unimplemented("CreateContainer", Ids::pod(&req.get_ref().pod_sandbox_id)).await
+        let req = req.into_inner();
+        let pod_id = req.pod_sandbox_id.clone();
+        let ctx = self.context().clone();
+        self.observe("CreateContainer", Ids::pod(&pod_id), async {
+            let id = containers::create(&ctx, req).await?;
+            tracing::info!(container_id = %id, "container created");
+            Ok(CreateContainerResponse { container_id: id })
+        })
+        .await
     }
 
     async fn start_container(&self, req: Request<StartContainerRequest>) -> RpcResult<StartContainerResponse> {
-        self.unimplemented("StartContainer", Ids::container(&req.get_ref().container_id)).await
+        let id = req.into_inner().container_id;
+        let ctx = self.context().clone();
+        self.observe("StartContainer", Ids::container(&id), async {
+            containers::start(&ctx, &id).await.map(|()| StartContainerResponse {})
+        })
+        .await
     }
 
     async fn stop_container(&self, req: Request<StopContainerRequest>) -> RpcResult<StopContainerResponse> {
-        self.unimplemented("StopContainer", Ids::container(&req.get_ref().container_id)).await
+        let req = req.into_inner();
+        let ctx = self.context().clone();
+        self.observe("StopContainer", Ids::container(&req.container_id), async {
+            containers::stop(&ctx, &req.container_id, req.timeout).await.map(|()| StopContainerResponse {})
+        })
+        .await
     }
 
     async fn remove_container(&self, req: Request<RemoveContainerRequest>) -> RpcResult<RemoveContainerResponse> {
-        self.unimplemented("RemoveContainer", Ids::container(&req.get_ref().container_id)).await
+        let id = req.into_inner().container_id;
+        let ctx = self.context().clone();
+        self.observe("RemoveContainer", Ids::container(&id), async {
+            containers::remove(&ctx, &id).await.map(|()| RemoveContainerResponse {})
+        })
+        .await
     }
 
-    async fn list_containers(&self, _req: Request<ListContainersRequest>) -> RpcResult<ListContainersResponse> {
-        self.unimplemented("ListContainers", Ids::none()).await
+    async fn list_containers(&self, req: Request<ListContainersRequest>) -> RpcResult<ListContainersResponse> {
+        let filter = req.into_inner().filter;
+        let ctx = self.context().clone();
+        self.observe("ListContainers", Ids::none(), async {
+            Ok(ListContainersResponse { containers: containers::list(&ctx, filter) })
+        })
+        .await
     }
 
     async fn container_status(&self, req: Request<ContainerStatusRequest>) -> RpcResult<ContainerStatusResponse> {
-        self.unimplemented("ContainerStatus", Ids::container(&req.get_ref().container_id)).await
+        let req = req.into_inner();
+        let ctx = self.context().clone();
+        self.observe("ContainerStatus", Ids::container(&req.container_id), async {
+            containers::status(&ctx, &req.container_id, req.verbose)
+        })
+        .await
     }
 
     async fn update_container_resources(
@@ -196,11 +256,21 @@ impl RuntimeService for Cri {
         &self,
         req: Request<ReopenContainerLogRequest>,
     ) -> RpcResult<ReopenContainerLogResponse> {
-        self.unimplemented("ReopenContainerLog", Ids::container(&req.get_ref().container_id)).await
+        let id = req.into_inner().container_id;
+        let ctx = self.context().clone();
+        self.observe("ReopenContainerLog", Ids::container(&id), async {
+            containers::reopen_log(&ctx, &id).await.map(|()| ReopenContainerLogResponse {})
+        })
+        .await
     }
 
     async fn exec_sync(&self, req: Request<ExecSyncRequest>) -> RpcResult<ExecSyncResponse> {
-        self.unimplemented("ExecSync", Ids::container(&req.get_ref().container_id)).await
+        let req = req.into_inner();
+        let ctx = self.context().clone();
+        self.observe("ExecSync", Ids::container(&req.container_id), async {
+            containers::exec_sync(&ctx, &req.container_id, req.cmd, req.timeout).await
+        })
+        .await
     }
 
     async fn exec(&self, req: Request<ExecRequest>) -> RpcResult<ExecResponse> {

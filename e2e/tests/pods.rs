@@ -1,0 +1,303 @@
+//! Pods and containers through the daemon's socket, as kubelet drives
+//! them, with a busybox image from a private registry: the pod's network,
+//! hostname, DNS and files seen from inside the container (ExecSync), its
+//! log file, stop with the timeout, exit reasons, listing with filters, and
+//! after removal nothing left on the host (the harness sweeps and fails on
+//! any process, cgroup, veth, mount or namespace left).
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bulkhead_e2e::cri::*;
+use bulkhead_e2e::registry::Registry;
+use bulkhead_e2e::{Daemon, Sandbox};
+use tonic::Code;
+
+struct Node {
+    daemon: Daemon,
+    image: String,
+    _registry: Registry,
+}
+
+/// A daemon with its own bridge and pod CIDR, and the busybox image pulled.
+async fn node(pod_cidr: &str) -> Node {
+    let registry = Registry::start();
+    registry.push_busybox("test/busybox", "v1").await;
+    let sandbox = Sandbox::new();
+    let config = sandbox.dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[image]\nplain_http_registries = [\"{}\"]\n{}", registry.host, sandbox.network_config(pod_cidr)),
+    )
+    .unwrap();
+    let daemon = Daemon::start_with(sandbox, &["--config", config.to_str().unwrap()]).await;
+    let image = format!("{}/test/busybox:v1", registry.host);
+    let spec = Some(ImageSpec { image: image.clone(), ..ImageSpec::default() });
+    daemon.image().await.pull_image(PullImageRequest { image: spec, ..Default::default() }).await.unwrap();
+    Node { daemon, image, _registry: registry }
+}
+
+fn pod_config(node: &Node, name: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: node.daemon.sandbox.dir.path().join("logs").join(name).display().to_string(),
+        dns_config: Some(DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec!["default.svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        }),
+        labels: HashMap::from([("app".into(), name.into())]),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: format!("/{}/{name}", node.daemon.sandbox.bridge()),
+            ..LinuxPodSandboxConfig::default()
+        }),
+        ..PodSandboxConfig::default()
+    }
+}
+
+fn container_config(node: &Node, name: &str, script: &str) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata { name: name.into(), attempt: 0 }),
+        image: Some(ImageSpec { image: node.image.clone(), ..ImageSpec::default() }),
+        command: vec!["/bin/busybox".into(), "sh".into(), "-c".into(), script.into()],
+        envs: vec![KeyValue { key: "GREETING".into(), value: "hello from env".into() }],
+        log_path: format!("{name}/0.log"),
+        labels: HashMap::from([("container".into(), name.into())]),
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                run_as_user: Some(Int64Value { value: 0 }),
+                ..LinuxContainerSecurityContext::default()
+            }),
+            ..LinuxContainerConfig::default()
+        }),
+        ..ContainerConfig::default()
+    }
+}
+
+async fn exec(node: &Node, id: &str, script: &str) -> (i32, String) {
+    let cmd = vec!["/bin/busybox".into(), "sh".into(), "-c".into(), script.into()];
+    let out = node
+        .daemon
+        .runtime()
+        .await
+        .exec_sync(ExecSyncRequest { container_id: id.into(), cmd, timeout: 10 })
+        .await
+        .unwrap()
+        .into_inner();
+    (out.exit_code, String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+async fn container_status(node: &Node, id: &str) -> ContainerStatus {
+    let req = ContainerStatusRequest { container_id: id.into(), verbose: false };
+    node.daemon.runtime().await.container_status(req).await.unwrap().into_inner().status.unwrap()
+}
+
+async fn wait_state(node: &Node, id: &str, state: ContainerState) -> ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = container_status(node, id).await;
+        if status.state == state as i32 {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{id} never reached {state:?}: {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_runs_containers_as_kubelet_expects_and_leaves_nothing() {
+    let node = node("10.218.1.0/24").await;
+    let mut rt = node.daemon.runtime().await;
+    let config = pod_config(&node, "web-0");
+    let pod_id = rt
+        .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    // The same name again: AlreadyExists, naming the pod that holds it.
+    let err = rt
+        .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert!(err.message().contains(&pod_id), "{}", err.message());
+
+    let status = rt
+        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: pod_id.clone(), verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let pod = status.status.unwrap();
+    assert_eq!(pod.state, PodSandboxState::SandboxReady as i32);
+    let pod_ip = pod.network.unwrap().ip;
+    assert!(pod_ip.starts_with("10.218.1."), "{pod_ip}");
+    assert!(status.info.contains_key("info"));
+
+    // A long-running container: environment, hostname, DNS, address and
+    // /dev/shm seen from inside; its output in the CRI log.
+    let script =
+        "trap 'echo got-term' TERM; echo started; echo to-stderr >&2; while true; do /bin/busybox sleep 0.1; done";
+    let create = CreateContainerRequest {
+        pod_sandbox_id: pod_id.clone(),
+        config: Some(container_config(&node, "app", script)),
+        sandbox_config: Some(config.clone()),
+    };
+    let app = rt.create_container(create.clone()).await.unwrap().into_inner().container_id;
+    assert_eq!(container_status(&node, &app).await.state, ContainerState::ContainerCreated as i32);
+    let err = rt.create_container(create).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{}", err.message());
+    rt.start_container(StartContainerRequest { container_id: app.clone() }).await.unwrap();
+    let running = wait_state(&node, &app, ContainerState::ContainerRunning).await;
+    assert!(running.started_at >= running.created_at && running.started_at > 0);
+
+    let (code, out) = exec(&node, &app, "echo $GREETING; /bin/busybox hostname; /bin/busybox cat /etc/resolv.conf; /bin/busybox ip -o addr show eth0; /bin/busybox id -u; /bin/busybox mount | /bin/busybox grep /dev/shm").await;
+    assert_eq!(code, 0, "{out}");
+    for expected in [
+        "hello from env",
+        "web-0",
+        "nameserver 10.96.0.10",
+        "search default.svc.cluster.local",
+        "options ndots:5",
+        &pod_ip,
+        "\n0\n",
+        "/dev/shm",
+    ] {
+        assert!(out.contains(expected), "{expected:?} not in {out}");
+    }
+    let (code, _) = exec(&node, &app, "exit 7").await;
+    assert_eq!(code, 7, "ExecSync returns the command's exit code");
+
+    let log = node.daemon.sandbox.dir.path().join("logs/web-0/app/0.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(" stdout F started\n") && text.contains(" stderr F to-stderr\n"), "{text}");
+
+    // The stop signal (SIGTERM) reaches the container, which only logs it:
+    // SIGKILL follows after the timeout.
+    let started = Instant::now();
+    rt.stop_container(StopContainerRequest { container_id: app.clone(), timeout: 1 }).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(1), "the timeout was honoured");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(" stdout F got-term\n"), "the stop signal arrived: {text}");
+    let stopped = wait_state(&node, &app, ContainerState::ContainerExited).await;
+    assert_eq!((stopped.exit_code, stopped.reason.as_str()), (137, "Error"));
+    assert!(stopped.finished_at >= stopped.started_at);
+    rt.stop_container(StopContainerRequest { container_id: app.clone(), timeout: 1 }).await.unwrap(); // idempotent
+
+    // A container that completes.
+    let create = CreateContainerRequest {
+        pod_sandbox_id: pod_id.clone(),
+        config: Some(container_config(&node, "job", "echo done")),
+        sandbox_config: Some(config.clone()),
+    };
+    let job = rt.create_container(create).await.unwrap().into_inner().container_id;
+    rt.start_container(StartContainerRequest { container_id: job.clone() }).await.unwrap();
+    let done = wait_state(&node, &job, ContainerState::ContainerExited).await;
+    assert_eq!((done.exit_code, done.reason.as_str()), (0, "Completed"));
+
+    // Listing with filters.
+    let by_label = ContainerFilter {
+        label_selector: HashMap::from([("container".into(), "job".into())]),
+        ..ContainerFilter::default()
+    };
+    let listed = rt.list_containers(ListContainersRequest { filter: Some(by_label) }).await.unwrap().into_inner();
+    assert_eq!(listed.containers.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), [job.as_str()]);
+    let all = rt.list_containers(ListContainersRequest { filter: None }).await.unwrap().into_inner();
+    assert_eq!(all.containers.len(), 2);
+    let pods = rt
+        .list_pod_sandbox(ListPodSandboxRequest {
+            filter: Some(PodSandboxFilter { id: pod_id[..12].into(), ..PodSandboxFilter::default() }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pods.items.len(), 1);
+
+    rt.remove_container(RemoveContainerRequest { container_id: job.clone() }).await.unwrap();
+    rt.remove_container(RemoveContainerRequest { container_id: job.clone() }).await.unwrap(); // idempotent
+    let err = rt.container_status(ContainerStatusRequest { container_id: job, verbose: false }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
+    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
+    let pod = rt
+        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: pod_id.clone(), verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(pod.state, PodSandboxState::SandboxNotready as i32);
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
+    assert!(rt.list_pod_sandbox(ListPodSandboxRequest::default()).await.unwrap().into_inner().items.is_empty());
+    assert!(rt.list_containers(ListContainersRequest::default()).await.unwrap().into_inner().containers.is_empty());
+    // The harness (Daemon's drop) fails the test on any leftover.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_statuses_and_leave_nothing() {
+    let node = node("10.218.2.0/24").await;
+    let mut rt = node.daemon.runtime().await;
+    let err = rt.run_pod_sandbox(RunPodSandboxRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("config"), "{}", err.message());
+    let mut config = pod_config(&node, "bad");
+    config.port_mappings =
+        vec![PortMapping { protocol: 0, container_port: 80, host_port: 99999, host_ip: String::new() }];
+    let err = rt
+        .run_pod_sandbox(RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("port_mappings"), "{}", err.message());
+
+    let err = rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: "nope".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: "nope".into() }).await.unwrap();
+    let err = rt.start_container(StartContainerRequest { container_id: "nope".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().contains("nope"), "{}", err.message());
+
+    let config = pod_config(&node, "api");
+    let pod_id = rt
+        .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    // An image that is not present; a host path that does not exist.
+    let mut missing_image = container_config(&node, "c1", "true");
+    missing_image.image = Some(ImageSpec { image: "example.com/nothing:here".into(), ..ImageSpec::default() });
+    let mut missing_path = container_config(&node, "c2", "true");
+    missing_path.mounts = vec![Mount {
+        container_path: "/data".into(),
+        host_path: "/nonexistent/bulkhead-e2e".into(),
+        ..Mount::default()
+    }];
+    for (bad, code, named) in [
+        (missing_image, Code::NotFound, "example.com/nothing:here"),
+        (missing_path, Code::InvalidArgument, "/nonexistent/bulkhead-e2e"),
+    ] {
+        let req = CreateContainerRequest {
+            pod_sandbox_id: pod_id.clone(),
+            config: Some(bad),
+            sandbox_config: Some(config.clone()),
+        };
+        let err = rt.create_container(req).await.unwrap_err();
+        assert_eq!(err.code(), code, "{}", err.message());
+        assert!(err.message().contains(named), "{}", err.message());
+    }
+    assert!(rt.list_containers(ListContainersRequest::default()).await.unwrap().into_inner().containers.is_empty());
+    let containers_dir = node.daemon.sandbox.state.join("containers");
+    assert!(std::fs::read_dir(&containers_dir).map(|d| d.count() == 0).unwrap_or(true), "nothing half-made");
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id }).await.unwrap();
+}
