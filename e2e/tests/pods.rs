@@ -13,6 +13,13 @@ use std::time::{Duration, Instant};
 use bulkhead_e2e::cri::*;
 use bulkhead_e2e::registry::Registry;
 use bulkhead_e2e::{Daemon, Sandbox};
+
+mod pods {
+    /// Nanoseconds since the Unix epoch, as the CRI reports times.
+    pub fn now_ns() -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64
+    }
+}
 use tonic::Code;
 
 struct Node {
@@ -300,4 +307,83 @@ async fn bad_requests_get_clear_statuses_and_leave_nothing() {
     let containers_dir = node.daemon.sandbox.state.join("containers");
     assert!(std::fs::read_dir(&containers_dir).map(|d| d.count() == 0).unwrap_or(true), "nothing half-made");
     rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id }).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_outlive_a_daemon_kill_9_and_are_adopted_on_restart() {
+    let mut node = node("10.218.3.0/24").await;
+    let mut rt = node.daemon.runtime().await;
+    let mut pods = Vec::new();
+    for i in 0..20 {
+        let config = pod_config(&node, &format!("keep-{i}"));
+        let pod_id = rt
+            .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+        // The first pod's container ends by itself while the daemon is down.
+        let script = if i == 0 {
+            "echo before; while [ ! -e /tmp/go ]; do /bin/busybox sleep 0.05; done; echo during; exit 42"
+        } else {
+            "while true; do echo tick; /bin/busybox sleep 0.2; done"
+        };
+        let req = CreateContainerRequest {
+            pod_sandbox_id: pod_id.clone(),
+            config: Some(container_config(&node, "app", script)),
+            sandbox_config: Some(config),
+        };
+        let id = rt.create_container(req).await.unwrap().into_inner().container_id;
+        rt.start_container(StartContainerRequest { container_id: id.clone() }).await.unwrap();
+        pods.push((pod_id, id));
+    }
+    let (first_pod, first) = pods[0].clone();
+    wait_state(&node, &first, ContainerState::ContainerRunning).await;
+    let ip_before = rt
+        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: first_pod.clone(), verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .network
+        .unwrap()
+        .ip;
+
+    node.daemon.kill9();
+    // While the daemon is down the first container finishes.
+    let before_exit = pods::now_ns();
+    let go = node.daemon.sandbox.state.join("containers").join(&first).join("rootfs/tmp/go");
+    std::fs::create_dir_all(go.parent().unwrap()).unwrap();
+    std::fs::write(&go, "").unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    node.daemon.restart().await;
+    let mut rt = node.daemon.runtime().await;
+
+    let listed = rt.list_pod_sandbox(ListPodSandboxRequest::default()).await.unwrap().into_inner().items;
+    assert_eq!(listed.len(), 20);
+    assert!(listed.iter().all(|p| p.state == PodSandboxState::SandboxReady as i32));
+    let done = wait_state(&node, &first, ContainerState::ContainerExited).await;
+    assert_eq!(done.exit_code, 42, "the true exit code of a container that ended during the downtime");
+    assert!(done.finished_at >= before_exit, "and its true time");
+    let pod = rt
+        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: first_pod.clone(), verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(pod.network.unwrap().ip, ip_before, "the pod keeps its address");
+    let log = node.daemon.sandbox.dir.path().join("logs/keep-0/app/0.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(" stdout F before\n") && text.contains(" stdout F during\n"), "no line lost: {text}");
+    for (_, id) in &pods[1..] {
+        assert_eq!(container_status(&node, id).await.state, ContainerState::ContainerRunning as i32);
+    }
+    let (code, out) = exec(&node, &pods[1].1, "echo still here").await;
+    assert_eq!((code, out.as_str()), (0, "still here\n"));
+    for (pod_id, _) in &pods {
+        rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
+        rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
+    }
 }
