@@ -537,3 +537,94 @@ pub async fn exec_sync(ctx: &Arc<Context>, id: &str, cmd: Vec<String>, timeout: 
     let _ = std::fs::remove_file(&pid_file);
     result
 }
+
+/// UpdateContainerResources: the new limits are written to the container's
+/// cgroup (by the runtime core, which needs no clone for it).
+pub async fn update_resources(ctx: &Arc<Context>, id: &str, linux: Option<LinuxContainerResources>) -> Result<()> {
+    let record = container_of(ctx, id)?;
+    let (now, _) = effective(ctx, &record);
+    if now.state == RecordState::Exited {
+        return Err(Error::WrongState {
+            what: "container",
+            id: id.to_owned(),
+            state: "exited".into(),
+            wanted: "resources can only be updated while it exists as a process",
+        });
+    }
+    let Some(linux) = linux else { return Ok(()) };
+    let resources = crate::spec::update_resources(&linux)?;
+    let runtime = bulkhead_runtime::container::Runtime::new(runtime_root(ctx));
+    let id = id.to_owned();
+    blocking_on(ctx, move |_| runtime.update(&id, &resources).map_err(Error::from)).await
+}
+
+/// The usage figures of one container: cgroup counters and its writable layer.
+pub fn stats_of(ctx: &Context, record: &ContainerRecord) -> ContainerStats {
+    let runtime = bulkhead_runtime::container::Runtime::new(runtime_root(ctx));
+    let now = now_ns();
+    let cg = runtime.stats(&record.id).unwrap_or_default();
+    let (bytes, inodes) = disk_usage(&record.made.upper.join("upper"));
+    ContainerStats {
+        attributes: Some(ContainerAttributes {
+            id: record.id.clone(),
+            metadata: Some(metadata(record)),
+            labels: record.labels.clone().into_iter().collect(),
+            annotations: record.annotations.clone().into_iter().collect(),
+        }),
+        cpu: Some(CpuUsage {
+            timestamp: now,
+            usage_core_nano_seconds: cg.cpu_usage_ns.map(|value| UInt64Value { value }),
+            usage_nano_cores: None,
+        }),
+        memory: Some(MemoryUsage {
+            timestamp: now,
+            working_set_bytes: cg.memory_working_set.map(|value| UInt64Value { value }),
+            usage_bytes: cg.memory_usage.map(|value| UInt64Value { value }),
+            ..MemoryUsage::default()
+        }),
+        writable_layer: Some(FilesystemUsage {
+            timestamp: now,
+            fs_id: Some(FilesystemIdentifier { mountpoint: record.made.upper.display().to_string() }),
+            used_bytes: Some(UInt64Value { value: bytes }),
+            inodes_used: Some(UInt64Value { value: inodes }),
+        }),
+        swap: None,
+    }
+}
+
+/// Bytes and inodes under `dir`, without following symlinks.
+fn disk_usage(dir: &Path) -> (u64, u64) {
+    let (mut bytes, mut inodes) = (0, 0);
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            inodes += 1;
+            bytes += std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
+            if meta.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    (bytes, inodes)
+}
+
+/// ContainerStats.
+pub fn stats(ctx: &Context, id: &str) -> Result<ContainerStats> {
+    Ok(stats_of(ctx, &container_of(ctx, id)?))
+}
+
+/// ListContainerStats, with kubelet's filters.
+pub fn list_stats(ctx: &Context, filter: Option<ContainerStatsFilter>) -> Vec<ContainerStats> {
+    let filter = filter.unwrap_or_default();
+    ctx.state
+        .containers()
+        .into_iter()
+        .filter(|c| filter.id.is_empty() || c.id.starts_with(&filter.id))
+        .filter(|c| filter.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&filter.pod_sandbox_id))
+        .filter(|c| filter.label_selector.iter().all(|(k, v)| c.labels.get(k) == Some(v)))
+        .filter(|c| effective(ctx, c).0.state == RecordState::Running)
+        .map(|c| stats_of(ctx, &c))
+        .collect()
+}

@@ -16,7 +16,7 @@ use bulkhead_proto::cri::*;
 use bulkhead_proto::monitor::Request as MonitorRequest;
 
 use crate::service::Context;
-use crate::state::{ContainerState as RecordState, PodRecord, PodState, SandboxInfo};
+use crate::state::{PodRecord, PodState, SandboxInfo};
 use crate::{Error, Result, monitor};
 
 /// The CRI NamespaceMode values.
@@ -456,9 +456,77 @@ pub fn list(ctx: &Context, filter: Option<PodSandboxFilter>) -> Vec<PodSandbox> 
     pods
 }
 
-/// Whether a container record is in a state that a stopped pod leaves.
-pub fn exited(state: RecordState) -> bool {
-    matches!(state, RecordState::Exited | RecordState::Unknown)
+/// The usage of one pod: its cgroup's counters, its network interfaces,
+/// and each running container's stats.
+pub fn stats_of(ctx: &Context, record: &PodRecord) -> PodSandboxStats {
+    let now = now_ns();
+    let cg = bulkhead_runtime::cgroups::Cgroup::for_host(Path::new(&record.sandbox.cgroup_parent))
+        .map(|c| c.stats())
+        .unwrap_or_default();
+    let interfaces: Vec<NetworkInterfaceUsage> = ctx
+        .network
+        .pod_interfaces(&record.id)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| NetworkInterfaceUsage {
+            name: i.name,
+            rx_bytes: Some(UInt64Value { value: i.rx_bytes }),
+            rx_errors: Some(UInt64Value { value: i.rx_errors }),
+            tx_bytes: Some(UInt64Value { value: i.tx_bytes }),
+            tx_errors: Some(UInt64Value { value: i.tx_errors }),
+        })
+        .collect();
+    let containers: Vec<ContainerStats> = crate::containers::list_stats(
+        ctx,
+        Some(ContainerStatsFilter { pod_sandbox_id: record.id.clone(), ..ContainerStatsFilter::default() }),
+    );
+    PodSandboxStats {
+        attributes: Some(PodSandboxAttributes {
+            id: record.id.clone(),
+            metadata: Some(metadata(record)),
+            labels: record.labels.clone().into_iter().collect(),
+            annotations: record.annotations.clone().into_iter().collect(),
+        }),
+        linux: Some(LinuxPodSandboxStats {
+            cpu: Some(CpuUsage {
+                timestamp: now,
+                usage_core_nano_seconds: cg.cpu_usage_ns.map(|value| UInt64Value { value }),
+                usage_nano_cores: None,
+            }),
+            memory: Some(MemoryUsage {
+                timestamp: now,
+                working_set_bytes: cg.memory_working_set.map(|value| UInt64Value { value }),
+                usage_bytes: cg.memory_usage.map(|value| UInt64Value { value }),
+                ..MemoryUsage::default()
+            }),
+            network: Some(NetworkUsage { timestamp: now, default_interface: interfaces.first().cloned(), interfaces }),
+            process: Some(ProcessUsage {
+                timestamp: now,
+                process_count: cg.pids_current.map(|value| UInt64Value { value }),
+            }),
+            containers,
+        }),
+        windows: None,
+    }
+}
+
+/// PodSandboxStats.
+pub fn stats(ctx: &Context, id: &str) -> Result<PodSandboxStats> {
+    let record = ctx.state.pod(id).ok_or_else(|| Error::PodNotFound { id: id.to_owned() })?;
+    Ok(stats_of(ctx, &record))
+}
+
+/// ListPodSandboxStats, with kubelet's filters (ready pods only).
+pub fn list_stats(ctx: &Context, filter: Option<PodSandboxStatsFilter>) -> Vec<PodSandboxStats> {
+    let filter = filter.unwrap_or_default();
+    ctx.state
+        .pods()
+        .into_iter()
+        .filter(|p| p.state == PodState::Ready)
+        .filter(|p| filter.id.is_empty() || p.id.starts_with(&filter.id))
+        .filter(|p| labels_match(&p.labels, &filter.label_selector))
+        .map(|p| stats_of(ctx, &p))
+        .collect()
 }
 
 #[cfg(test)]

@@ -395,20 +395,7 @@ fn build(input: &SpecInput<'_>, host: &Host) -> Result<Spec> {
     let (devices, device_rules) = devices(config, privileged, host)?;
     let mut linux_resources = LinuxResourcesBuilder::default().devices(device_rules);
     if let Some(r) = resources {
-        let (cpu, memory) = (cpu(r)?, memory(r, host.swap)?);
-        if let Some(cpu) = cpu {
-            linux_resources = linux_resources.cpu(cpu);
-        }
-        if let Some(memory) = memory {
-            linux_resources = linux_resources.memory(memory);
-        }
-        let hugepages = hugepages(r, host.hugetlb)?;
-        if !hugepages.is_empty() {
-            linux_resources = linux_resources.hugepage_limits(hugepages);
-        }
-        if !r.unified.is_empty() {
-            linux_resources = linux_resources.unified(r.unified.clone());
-        }
+        linux_resources = with_resources(linux_resources, r, host)?;
     }
 
     let mut linux = LinuxBuilder::default()
@@ -1229,6 +1216,35 @@ fn valid_cpuset(list: &str) -> bool {
         Some((a, b)) => matches!((a.parse::<u32>(), b.parse::<u32>()), (Ok(a), Ok(b)) if a <= b),
         None => item.parse::<u32>().is_ok(),
     })
+}
+
+/// `r` (cpu, memory, hugepages, unified) added to `builder`, each value checked.
+fn with_resources(
+    mut builder: LinuxResourcesBuilder,
+    r: &LinuxContainerResources,
+    host: &Host,
+) -> Result<LinuxResourcesBuilder> {
+    if let Some(cpu) = cpu(r)? {
+        builder = builder.cpu(cpu);
+    }
+    if let Some(memory) = memory(r, host.swap)? {
+        builder = builder.memory(memory);
+    }
+    let hugepages = hugepages(r, host.hugetlb)?;
+    if !hugepages.is_empty() {
+        builder = builder.hugepage_limits(hugepages);
+    }
+    if !r.unified.is_empty() {
+        builder = builder.unified(r.unified.clone());
+    }
+    Ok(builder)
+}
+
+/// The cgroup resources `UpdateContainerResources` asks for, checked as
+/// at creation.
+pub fn update_resources(r: &LinuxContainerResources) -> Result<oci_spec::runtime::LinuxResources> {
+    let host = Host::probe()?;
+    oci(with_resources(LinuxResourcesBuilder::default(), r, &host)?.build())
 }
 
 fn cpu(r: &LinuxContainerResources) -> Result<Option<LinuxCpu>> {

@@ -58,9 +58,9 @@ async fn runtime_config_reports_the_cgroup_driver_in_use() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unbuilt_rpcs_answer_unimplemented_naming_themselves() {
     let daemon = Daemon::start().await;
-    let err = daemon.runtime().await.container_stats(ContainerStatsRequest::default()).await.unwrap_err();
+    let err = daemon.runtime().await.checkpoint_container(CheckpointContainerRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("ContainerStats"), "{}", err.message());
+    assert!(err.message().contains("CheckpointContainer"), "{}", err.message());
     let err = daemon.runtime().await.port_forward(PortForwardRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(err.message().contains("PortForward"), "{}", err.message());

@@ -183,6 +183,35 @@ async fn a_pod_runs_containers_as_kubelet_expects_and_leaves_nothing() {
     let (code, _) = exec(&node, &app, "exit 7").await;
     assert_eq!(code, 7, "ExecSync returns the command's exit code");
 
+    // Stats, and a resource update seen in the container's cgroup.
+    let (code, out) = exec(&node, &app, "/bin/busybox dd if=/dev/zero of=/written bs=1k count=64").await;
+    assert_eq!(code, 0, "{out}");
+    let stats = rt.container_stats(ContainerStatsRequest { container_id: app.clone() }).await.unwrap().into_inner();
+    let stats = stats.stats.unwrap();
+    assert!(stats.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
+    assert!(stats.memory.unwrap().working_set_bytes.is_some());
+    assert!(stats.writable_layer.unwrap().used_bytes.unwrap().value >= 64 * 1024, "the file written counts");
+    let pod_stats = rt.pod_sandbox_stats(PodSandboxStatsRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
+    let linux = pod_stats.into_inner().stats.unwrap().linux.unwrap();
+    assert_eq!(linux.network.unwrap().default_interface.unwrap().name, "eth0");
+    assert_eq!(linux.containers.len(), 1);
+    let listed = rt.list_container_stats(ListContainerStatsRequest { filter: None }).await.unwrap().into_inner();
+    assert_eq!(listed.stats.len(), 1);
+    let limit = 96 * 1024 * 1024;
+    let update = UpdateContainerResourcesRequest {
+        container_id: app.clone(),
+        linux: Some(LinuxContainerResources { memory_limit_in_bytes: limit, ..LinuxContainerResources::default() }),
+        ..UpdateContainerResourcesRequest::default()
+    };
+    rt.update_container_resources(update).await.unwrap();
+    let (_, seen) = exec(
+        &node,
+        &app,
+        "/bin/busybox cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null",
+    )
+    .await;
+    assert!(seen.contains(&limit.to_string()), "the new limit inside the container: {seen}");
+
     let log = node.daemon.sandbox.dir.path().join("logs/web-0/app/0.log");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains(" stdout F started\n") && text.contains(" stderr F to-stderr\n"), "{text}");

@@ -23,5 +23,5 @@ mod sys;
 
 pub use cidr::PodCidrs;
 pub use error::{Error, Result};
-pub use pod::{Mode, PodNetwork, PodRequest};
+pub use pod::{InterfaceCounters, Mode, PodNetwork, PodRequest};
 pub use state::{Network, Options, Readiness};

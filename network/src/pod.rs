@@ -273,11 +273,71 @@ impl Network {
     }
 }
 
+/// One interface's traffic counters, as /proc/net/dev shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InterfaceCounters {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub rx_errors: u64,
+    pub tx_bytes: u64,
+    pub tx_errors: u64,
+}
+
+/// Parses /proc/net/dev: every interface but loopback.
+fn parse_net_dev(text: &str) -> Vec<InterfaceCounters> {
+    text.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.split_once(':')?;
+            let fields: Vec<u64> = rest.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+            let name = name.trim();
+            (name != "lo" && fields.len() >= 11).then(|| InterfaceCounters {
+                name: name.to_owned(),
+                rx_bytes: fields[0],
+                rx_errors: fields[2],
+                tx_bytes: fields[8],
+                tx_errors: fields[10],
+            })
+        })
+        .collect()
+}
+
+impl Network {
+    /// The traffic counters of the interfaces inside the pod's network
+    /// namespace (eth0 first); none for a pod without one.
+    pub fn pod_interfaces(&self, pod_id: &str) -> Result<Vec<InterfaceCounters>> {
+        let Some(pod) = self.pod(pod_id)? else { return Ok(Vec::new()) };
+        let text = NetNs { path: pod.netns }
+            .run(|| std::fs::read_to_string("/proc/thread-self/net/dev"))?
+            .map_err(|source| Error::Io { op: "read", path: "/proc/thread-self/net/dev".into(), source })?;
+        let mut interfaces = parse_net_dev(&text);
+        interfaces.sort_by_key(|i| i.name != POD_INTERFACE);
+        Ok(interfaces)
+    }
+}
+
 /// The pod ids with a namespace pinned in `dir`.
 fn pinned_namespaces(dir: &Path) -> Result<Vec<String>> {
     match std::fs::read_dir(dir) {
         Ok(entries) => Ok(entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(source) => Err(Error::Io { op: "list pinned namespaces", path: dir.to_owned(), source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_dev_counters_are_read_without_loopback() {
+        let text = "Inter-|   Receive                                                |  Transmit\n \
+            face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+            lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0\n  \
+            eth0:    5000      40    2    0    0     0          0         0     3000      30    1    0    0     0       0          0\n";
+        let got = parse_net_dev(text);
+        assert_eq!(
+            got,
+            [InterfaceCounters { name: "eth0".into(), rx_bytes: 5000, rx_errors: 2, tx_bytes: 3000, tx_errors: 1 }]
+        );
     }
 }

@@ -345,7 +345,7 @@ impl Runtime {
                 // mknod, which device rules may deny) and before the user's
                 // program runs, as runc does.
                 if let Some(resources) = bundle.spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-                    cgroup.set(resources)?;
+                    cgroup.set(&crate::cgroups::with_default_devices(resources))?;
                 }
                 let (pid_start, _) = proc_stat(pid)
                     .ok_or_else(|| Error::InitFailed { id: id.to_owned(), message: "init exited".into() })?;

@@ -249,7 +249,13 @@ impl RuntimeService for Cri {
         &self,
         req: Request<UpdateContainerResourcesRequest>,
     ) -> RpcResult<UpdateContainerResourcesResponse> {
-        self.unimplemented("UpdateContainerResources", Ids::container(&req.get_ref().container_id)).await
+        let req = req.into_inner();
+        let ctx = self.context().clone();
+        self.observe("UpdateContainerResources", Ids::container(&req.container_id), async {
+            containers::update_resources(&ctx, &req.container_id, req.linux).await?;
+            Ok(UpdateContainerResourcesResponse {})
+        })
+        .await
     }
 
     async fn reopen_container_log(
@@ -286,25 +292,47 @@ impl RuntimeService for Cri {
     }
 
     async fn container_stats(&self, req: Request<ContainerStatsRequest>) -> RpcResult<ContainerStatsResponse> {
-        self.unimplemented("ContainerStats", Ids::container(&req.get_ref().container_id)).await
+        let id = req.into_inner().container_id;
+        self.observe("ContainerStats", Ids::container(&id), {
+            let id = id.clone();
+            self.blocking(move |ctx| Ok(ContainerStatsResponse { stats: Some(containers::stats(ctx, &id)?) }))
+        })
+        .await
     }
 
     async fn list_container_stats(
         &self,
-        _req: Request<ListContainerStatsRequest>,
+        req: Request<ListContainerStatsRequest>,
     ) -> RpcResult<ListContainerStatsResponse> {
-        self.unimplemented("ListContainerStats", Ids::none()).await
+        let filter = req.into_inner().filter;
+        self.observe(
+            "ListContainerStats",
+            Ids::none(),
+            self.blocking(move |ctx| Ok(ListContainerStatsResponse { stats: containers::list_stats(ctx, filter) })),
+        )
+        .await
     }
 
     async fn pod_sandbox_stats(&self, req: Request<PodSandboxStatsRequest>) -> RpcResult<PodSandboxStatsResponse> {
-        self.unimplemented("PodSandboxStats", Ids::pod(&req.get_ref().pod_sandbox_id)).await
+        let id = req.into_inner().pod_sandbox_id;
+        self.observe("PodSandboxStats", Ids::pod(&id), {
+            let id = id.clone();
+            self.blocking(move |ctx| Ok(PodSandboxStatsResponse { stats: Some(pods::stats(ctx, &id)?) }))
+        })
+        .await
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _req: Request<ListPodSandboxStatsRequest>,
+        req: Request<ListPodSandboxStatsRequest>,
     ) -> RpcResult<ListPodSandboxStatsResponse> {
-        self.unimplemented("ListPodSandboxStats", Ids::none()).await
+        let filter = req.into_inner().filter;
+        self.observe(
+            "ListPodSandboxStats",
+            Ids::none(),
+            self.blocking(move |ctx| Ok(ListPodSandboxStatsResponse { stats: pods::list_stats(ctx, filter) })),
+        )
+        .await
     }
 
     async fn checkpoint_container(

@@ -171,3 +171,42 @@ mod tests {
         std::fs::remove_dir(&dir).unwrap();
     }
 }
+
+/// The device rules every container gets after its spec's, as runc adds
+/// them (its `AllowedDevices`): mknod of any character or block device,
+/// and full use of the devices the runtime creates in /dev (null, random,
+/// full, tty, zero, urandom, the pts and ptmx). Without them a spec that
+/// denies all devices, as containerd's and runc's defaults do, could not
+/// even open /dev/null.
+pub fn with_default_devices(resources: &oci_spec::runtime::LinuxResources) -> oci_spec::runtime::LinuxResources {
+    use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
+    let Some(rules) = resources.devices().as_ref().filter(|r| !r.is_empty()) else {
+        return resources.clone();
+    };
+    let rule = |typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut r = LinuxDeviceCgroup::default();
+        r.set_allow(true);
+        r.set_typ(Some(typ));
+        r.set_major(major);
+        r.set_minor(minor);
+        r.set_access(Some(access.to_owned()));
+        r
+    };
+    let c = LinuxDeviceType::C;
+    let mut all = rules.clone();
+    all.extend([
+        rule(c, None, None, "m"),
+        rule(LinuxDeviceType::B, None, None, "m"),
+        rule(c, Some(1), Some(3), "rwm"),
+        rule(c, Some(1), Some(8), "rwm"),
+        rule(c, Some(1), Some(7), "rwm"),
+        rule(c, Some(5), Some(0), "rwm"),
+        rule(c, Some(1), Some(5), "rwm"),
+        rule(c, Some(1), Some(9), "rwm"),
+        rule(c, Some(136), None, "rwm"),
+        rule(c, Some(5), Some(2), "rwm"),
+    ]);
+    let mut out = resources.clone();
+    out.set_devices(Some(all));
+    out
+}
