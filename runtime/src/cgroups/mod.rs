@@ -121,6 +121,45 @@ impl Driver {
     }
 }
 
+/// The device rules every container gets after its spec's, as runc adds
+/// them (its `AllowedDevices`): mknod of any character or block device,
+/// and full use of the devices the runtime creates in /dev (null, random,
+/// full, tty, zero, urandom, the pts and ptmx). Without them a spec that
+/// denies all devices, as containerd's and runc's defaults do, could not
+/// even open /dev/null.
+pub fn with_default_devices(resources: &oci_spec::runtime::LinuxResources) -> oci_spec::runtime::LinuxResources {
+    use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
+    let Some(rules) = resources.devices().as_ref().filter(|r| !r.is_empty()) else {
+        return resources.clone();
+    };
+    let rule = |typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut r = LinuxDeviceCgroup::default();
+        r.set_allow(true);
+        r.set_typ(Some(typ));
+        r.set_major(major);
+        r.set_minor(minor);
+        r.set_access(Some(access.to_owned()));
+        r
+    };
+    let c = LinuxDeviceType::C;
+    let mut all = rules.clone();
+    all.extend([
+        rule(c, None, None, "m"),
+        rule(LinuxDeviceType::B, None, None, "m"),
+        rule(c, Some(1), Some(3), "rwm"),
+        rule(c, Some(1), Some(8), "rwm"),
+        rule(c, Some(1), Some(7), "rwm"),
+        rule(c, Some(5), Some(0), "rwm"),
+        rule(c, Some(1), Some(5), "rwm"),
+        rule(c, Some(1), Some(9), "rwm"),
+        rule(c, Some(136), None, "rwm"),
+        rule(c, Some(5), Some(2), "rwm"),
+    ]);
+    let mut out = resources.clone();
+    out.set_devices(Some(all));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,43 +209,16 @@ mod tests {
         assert_eq!(Driver::choose(Some(Driver::Cgroupfs), &dir).unwrap(), Driver::Cgroupfs);
         std::fs::remove_dir(&dir).unwrap();
     }
-}
 
-/// The device rules every container gets after its spec's, as runc adds
-/// them (its `AllowedDevices`): mknod of any character or block device,
-/// and full use of the devices the runtime creates in /dev (null, random,
-/// full, tty, zero, urandom, the pts and ptmx). Without them a spec that
-/// denies all devices, as containerd's and runc's defaults do, could not
-/// even open /dev/null.
-pub fn with_default_devices(resources: &oci_spec::runtime::LinuxResources) -> oci_spec::runtime::LinuxResources {
-    use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
-    let Some(rules) = resources.devices().as_ref().filter(|r| !r.is_empty()) else {
-        return resources.clone();
-    };
-    let rule = |typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str| {
-        let mut r = LinuxDeviceCgroup::default();
-        r.set_allow(true);
-        r.set_typ(Some(typ));
-        r.set_major(major);
-        r.set_minor(minor);
-        r.set_access(Some(access.to_owned()));
-        r
-    };
-    let c = LinuxDeviceType::C;
-    let mut all = rules.clone();
-    all.extend([
-        rule(c, None, None, "m"),
-        rule(LinuxDeviceType::B, None, None, "m"),
-        rule(c, Some(1), Some(3), "rwm"),
-        rule(c, Some(1), Some(8), "rwm"),
-        rule(c, Some(1), Some(7), "rwm"),
-        rule(c, Some(5), Some(0), "rwm"),
-        rule(c, Some(1), Some(5), "rwm"),
-        rule(c, Some(1), Some(9), "rwm"),
-        rule(c, Some(136), None, "rwm"),
-        rule(c, Some(5), Some(2), "rwm"),
-    ]);
-    let mut out = resources.clone();
-    out.set_devices(Some(all));
-    out
+    #[test]
+    fn default_device_rules_follow_the_spec_s() {
+        let none = oci_spec::runtime::LinuxResources::default();
+        assert_eq!(with_default_devices(&none), none, "no device rules: the cgroup's own stay");
+        let deny: oci_spec::runtime::LinuxResources =
+            serde_json::from_value(serde_json::json!({"devices": [{"allow": false, "access": "rwm"}]})).unwrap();
+        let rules = with_default_devices(&deny).devices().clone().unwrap();
+        assert_eq!(rules.len(), 11);
+        assert!(!rules[0].allow(), "the spec's first");
+        assert!(rules.iter().any(|r| r.allow() && r.major() == Some(1) && r.minor() == Some(5)), "/dev/zero");
+    }
 }
