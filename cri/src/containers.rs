@@ -61,6 +61,11 @@ fn effective(ctx: &Context, container: &ContainerRecord) -> (ContainerRecord, Op
     (merged, seen)
 }
 
+/// The container's state now, as its monitor recorded it.
+pub fn current_state(ctx: &Context, container: &ContainerRecord) -> RecordState {
+    effective(ctx, container).0.state
+}
+
 fn required<'a>(value: &'a str, field: &'static str) -> Result<&'a str> {
     if value.is_empty() {
         return Err(Error::InvalidArgument { field, message: "is required".into() });

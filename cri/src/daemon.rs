@@ -199,6 +199,7 @@ async fn prepare(config: Config, config_file: Option<PathBuf>, claimed: &mut Cla
         network,
         locks: KeyedLocks::new(),
         metrics: Metrics::default(),
+        events: crate::events::Events::default(),
     });
     Ok(Ready { ctx, socket, metrics_listener, _locks: std::mem::take(&mut claimed.locks) })
 }
@@ -242,6 +243,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         version = env!("CARGO_PKG_VERSION"),
         "bulkhead is serving CRI v1"
     );
+    let exits = tokio::spawn(crate::events::watch_exits(ctx.clone()));
     let (listener, _socket_file) = socket.into_parts();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let cri = Cri::new(ctx.clone());
@@ -293,6 +295,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     if let Some(task) = metrics_task {
         task.abort();
     }
+    exits.abort();
     tracing::info!("bulkhead stopped; pods and containers were left running");
     Ok(())
 }

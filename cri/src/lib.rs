@@ -13,6 +13,7 @@ pub mod config;
 pub mod containers;
 pub mod daemon;
 mod error;
+pub mod events;
 pub mod locks;
 pub mod metrics;
 pub mod monitor;

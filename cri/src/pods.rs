@@ -345,16 +345,18 @@ async fn unmake(ctx: &Arc<Context>, record: &PodRecord) -> Result<()> {
     }
 }
 
-/// StopPodSandbox: idempotent; an unknown pod is NotFound.
-pub async fn stop(ctx: &Arc<Context>, id: &str) -> Result<()> {
+/// StopPodSandbox: idempotent; an unknown pod is NotFound. Returns
+/// whether the pod was ready until now.
+pub async fn stop(ctx: &Arc<Context>, id: &str) -> Result<bool> {
     let _pod = ctx.locks.lock(id).await;
     let mut record = ctx.state.pod(id).ok_or_else(|| Error::PodNotFound { id: id.to_owned() })?;
     stop_runtime(ctx, &record).await?;
-    if record.state != PodState::NotReady {
-        record.state = PodState::NotReady;
-        crate::service::blocking_on(ctx, move |ctx| ctx.state.put_pod(record)).await?;
+    if record.state == PodState::NotReady {
+        return Ok(false);
     }
-    Ok(())
+    record.state = PodState::NotReady;
+    crate::service::blocking_on(ctx, move |ctx| ctx.state.put_pod(record)).await?;
+    Ok(true)
 }
 
 /// RemovePodSandbox: stops it, removes its containers and everything else; an unknown pod is fine.

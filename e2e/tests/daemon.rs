@@ -277,7 +277,7 @@ async fn metrics_count_requests_and_errors_per_rpc() {
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     // The harness's readiness probe also called Version.
     assert!(body.contains("bulkhead_grpc_requests_total{rpc=\"Version\"}"), "{body}");
-    assert!(body.contains("bulkhead_grpc_errors_total{rpc=\"StopPodSandbox\",code=\"Unimplemented\"} 1"), "{body}");
+    assert!(body.contains("bulkhead_grpc_errors_total{rpc=\"StopPodSandbox\",code=\"NotFound\"} 1"), "{body}");
     assert!(body.contains("bulkhead_grpc_request_duration_seconds_bucket{le="), "{body}");
     assert!(http_get(&address, "/nope").await.starts_with("HTTP/1.1 404"));
 }

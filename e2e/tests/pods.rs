@@ -123,6 +123,17 @@ async fn wait_state(node: &Node, id: &str, state: ContainerState) -> ContainerSt
 async fn a_pod_runs_containers_as_kubelet_expects_and_leaves_nothing() {
     let node = node("10.218.1.0/24").await;
     let mut rt = node.daemon.runtime().await;
+    // kubelet's evented PLEG: every event, in order, from now on.
+    let mut stream = rt.get_container_events(GetEventsRequest {}).await.unwrap().into_inner();
+    let collector = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Ok(Some(Ok(event))) =
+            tokio::time::timeout(Duration::from_secs(3), stream.message()).await.map(|r| r.transpose())
+        {
+            seen.push((event.container_id, ContainerEventType::try_from(event.container_event_type).unwrap()));
+        }
+        seen
+    });
     let config = pod_config(&node, "web-0");
     let pod_id = rt
         .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
@@ -259,7 +270,8 @@ async fn a_pod_runs_containers_as_kubelet_expects_and_leaves_nothing() {
 
     rt.remove_container(RemoveContainerRequest { container_id: job.clone() }).await.unwrap();
     rt.remove_container(RemoveContainerRequest { container_id: job.clone() }).await.unwrap(); // idempotent
-    let err = rt.container_status(ContainerStatusRequest { container_id: job, verbose: false }).await.unwrap_err();
+    let err =
+        rt.container_status(ContainerStatusRequest { container_id: job.clone(), verbose: false }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 
     rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
@@ -276,6 +288,16 @@ async fn a_pod_runs_containers_as_kubelet_expects_and_leaves_nothing() {
     rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
     assert!(rt.list_pod_sandbox(ListPodSandboxRequest::default()).await.unwrap().into_inner().items.is_empty());
     assert!(rt.list_containers(ListContainersRequest::default()).await.unwrap().into_inner().containers.is_empty());
+
+    use ContainerEventType::*;
+    let seen = collector.await.unwrap();
+    let of = |id: &str| seen.iter().filter(|(c, _)| c == id).map(|(_, e)| *e).collect::<Vec<_>>();
+    assert_eq!(
+        of(&pod_id),
+        [ContainerCreatedEvent, ContainerStartedEvent, ContainerStoppedEvent, ContainerDeletedEvent]
+    );
+    assert_eq!(of(&app), [ContainerCreatedEvent, ContainerStartedEvent, ContainerStoppedEvent, ContainerDeletedEvent]);
+    assert_eq!(of(&job), [ContainerCreatedEvent, ContainerStartedEvent, ContainerStoppedEvent, ContainerDeletedEvent]);
     // The harness (Daemon's drop) fails the test on any leftover.
 }
 

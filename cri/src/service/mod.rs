@@ -37,6 +37,7 @@ pub struct Context {
     pub network: Network,
     pub locks: KeyedLocks,
     pub metrics: Metrics,
+    pub events: crate::events::Events,
 }
 
 /// The CRI server.

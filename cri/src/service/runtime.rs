@@ -11,11 +11,12 @@ use bulkhead_proto::cri::*;
 use bulkhead_proto::{CRI_API_VERSION, KUBELET_API_VERSION};
 use bulkhead_runtime::cgroups::Driver;
 use bulkhead_runtime::host::HostReport;
+use tokio_stream::StreamExt;
 use tonic::Request;
 use tonic::codegen::tokio_stream::Stream;
 
 use super::{Context, Cri, Ids, RpcResult};
-use crate::{Error, Result, containers, pods};
+use crate::{Error, Result, containers, events, pods};
 
 pub const RUNTIME_NAME: &str = "bulkhead";
 pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -147,6 +148,8 @@ impl RuntimeService for Cri {
         self.observe("RunPodSandbox", Ids::none(), async move {
             let id = pods::run(&ctx, req).await?;
             tracing::info!(pod_id = %id, pod_name = %name, "pod sandbox running");
+            events::emit(&ctx, &id, &id, ContainerEventType::ContainerCreatedEvent);
+            events::emit(&ctx, &id, &id, ContainerEventType::ContainerStartedEvent);
             Ok(RunPodSandboxResponse { pod_sandbox_id: id })
         })
         .await
@@ -156,7 +159,14 @@ impl RuntimeService for Cri {
         let id = req.into_inner().pod_sandbox_id;
         let ctx = self.context().clone();
         self.observe("StopPodSandbox", Ids::pod(&id), async {
-            pods::stop(&ctx, &id).await.map(|()| StopPodSandboxResponse {})
+            let stopped = pods::stop(&ctx, &id).await?;
+            for c in ctx.state.containers().into_iter().filter(|c| c.pod_id == id) {
+                events::stopped(&ctx, &c.id, &id);
+            }
+            if stopped {
+                events::emit(&ctx, &id, &id, ContainerEventType::ContainerStoppedEvent);
+            }
+            Ok(StopPodSandboxResponse {})
         })
         .await
     }
@@ -165,7 +175,21 @@ impl RuntimeService for Cri {
         let id = req.into_inner().pod_sandbox_id;
         let ctx = self.context().clone();
         self.observe("RemovePodSandbox", Ids::pod(&id), async {
-            pods::remove(&ctx, &id).await.map(|()| RemovePodSandboxResponse {})
+            if ctx.state.pod(&id).is_some() {
+                let children: Vec<String> =
+                    ctx.state.containers().into_iter().filter(|c| c.pod_id == id).map(|c| c.id).collect();
+                let was_ready = ctx.state.pod(&id).is_some_and(|p| p.state == crate::state::PodState::Ready);
+                pods::remove(&ctx, &id).await?;
+                for child in &children {
+                    events::stopped(&ctx, child, &id);
+                    events::emit(&ctx, child, &id, ContainerEventType::ContainerDeletedEvent);
+                }
+                if was_ready {
+                    events::emit(&ctx, &id, &id, ContainerEventType::ContainerStoppedEvent);
+                }
+                events::emit(&ctx, &id, &id, ContainerEventType::ContainerDeletedEvent);
+            }
+            Ok(RemovePodSandboxResponse {})
         })
         .await
     }
@@ -195,6 +219,7 @@ impl RuntimeService for Cri {
         self.observe("CreateContainer", Ids::pod(&pod_id), async {
             let id = containers::create(&ctx, req).await?;
             tracing::info!(container_id = %id, "container created");
+            events::emit(&ctx, &id, &pod_id, ContainerEventType::ContainerCreatedEvent);
             Ok(CreateContainerResponse { container_id: id })
         })
         .await
@@ -204,7 +229,11 @@ impl RuntimeService for Cri {
         let id = req.into_inner().container_id;
         let ctx = self.context().clone();
         self.observe("StartContainer", Ids::container(&id), async {
-            containers::start(&ctx, &id).await.map(|()| StartContainerResponse {})
+            containers::start(&ctx, &id).await?;
+            if let Some(c) = ctx.state.container(&id) {
+                events::started(&ctx, &id, &c.pod_id);
+            }
+            Ok(StartContainerResponse {})
         })
         .await
     }
@@ -213,7 +242,11 @@ impl RuntimeService for Cri {
         let req = req.into_inner();
         let ctx = self.context().clone();
         self.observe("StopContainer", Ids::container(&req.container_id), async {
-            containers::stop(&ctx, &req.container_id, req.timeout).await.map(|()| StopContainerResponse {})
+            containers::stop(&ctx, &req.container_id, req.timeout).await?;
+            if let Some(c) = ctx.state.container(&req.container_id) {
+                events::stopped(&ctx, &c.id, &c.pod_id);
+            }
+            Ok(StopContainerResponse {})
         })
         .await
     }
@@ -222,7 +255,13 @@ impl RuntimeService for Cri {
         let id = req.into_inner().container_id;
         let ctx = self.context().clone();
         self.observe("RemoveContainer", Ids::container(&id), async {
-            containers::remove(&ctx, &id).await.map(|()| RemoveContainerResponse {})
+            let pod_id = ctx.state.container(&id).map(|c| c.pod_id);
+            containers::remove(&ctx, &id).await?;
+            if let Some(pod_id) = pod_id {
+                events::stopped(&ctx, &id, &pod_id);
+                events::emit(&ctx, &id, &pod_id, ContainerEventType::ContainerDeletedEvent);
+            }
+            Ok(RemoveContainerResponse {})
         })
         .await
     }
@@ -345,7 +384,15 @@ impl RuntimeService for Cri {
     type GetContainerEventsStream = EventStream;
 
     async fn get_container_events(&self, _req: Request<GetEventsRequest>) -> RpcResult<EventStream> {
-        self.unimplemented("GetContainerEvents", Ids::none()).await
+        let events = self.context().events.subscribe();
+        self.observe("GetContainerEvents", Ids::none(), async move {
+            // A subscriber that falls too far behind skips what it missed (kubelet relists).
+            let stream = tokio_stream::wrappers::BroadcastStream::new(events)
+                .filter_map(|event| event.ok())
+                .map(Ok::<_, tonic::Status>);
+            Ok(Box::pin(stream) as EventStream)
+        })
+        .await
     }
 
     async fn list_metric_descriptors(
