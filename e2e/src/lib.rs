@@ -29,6 +29,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use bulkhead_proto::cri;
 
+pub mod pod;
 pub mod registry;
 
 /// Paths outside a test's temporary directory that a daemon must never

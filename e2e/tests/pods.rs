@@ -11,8 +11,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bulkhead_e2e::cri::*;
-use bulkhead_e2e::registry::Registry;
-use bulkhead_e2e::{Daemon, Sandbox};
+use bulkhead_e2e::pod::{container_config, container_status, exec, node, pod_config, wait_state};
 
 mod pods {
     /// Nanoseconds since the Unix epoch, as the CRI reports times.
@@ -21,103 +20,6 @@ mod pods {
     }
 }
 use tonic::Code;
-
-struct Node {
-    daemon: Daemon,
-    image: String,
-    _registry: Registry,
-}
-
-/// A daemon with its own bridge and pod CIDR, and the busybox image pulled.
-async fn node(pod_cidr: &str) -> Node {
-    let registry = Registry::start();
-    registry.push_busybox("test/busybox", "v1").await;
-    let sandbox = Sandbox::new();
-    let config = sandbox.dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!("[image]\nplain_http_registries = [\"{}\"]\n{}", registry.host, sandbox.network_config(pod_cidr)),
-    )
-    .unwrap();
-    let daemon = Daemon::start_with(sandbox, &["--config", config.to_str().unwrap()]).await;
-    let image = format!("{}/test/busybox:v1", registry.host);
-    let spec = Some(ImageSpec { image: image.clone(), ..ImageSpec::default() });
-    daemon.image().await.pull_image(PullImageRequest { image: spec, ..Default::default() }).await.unwrap();
-    Node { daemon, image, _registry: registry }
-}
-
-fn pod_config(node: &Node, name: &str) -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        log_directory: node.daemon.sandbox.dir.path().join("logs").join(name).display().to_string(),
-        dns_config: Some(DnsConfig {
-            servers: vec!["10.96.0.10".into()],
-            searches: vec!["default.svc.cluster.local".into()],
-            options: vec!["ndots:5".into()],
-        }),
-        labels: HashMap::from([("app".into(), name.into())]),
-        linux: Some(LinuxPodSandboxConfig {
-            cgroup_parent: format!("/{}/{name}", node.daemon.sandbox.bridge()),
-            ..LinuxPodSandboxConfig::default()
-        }),
-        ..PodSandboxConfig::default()
-    }
-}
-
-fn container_config(node: &Node, name: &str, script: &str) -> ContainerConfig {
-    ContainerConfig {
-        metadata: Some(ContainerMetadata { name: name.into(), attempt: 0 }),
-        image: Some(ImageSpec { image: node.image.clone(), ..ImageSpec::default() }),
-        command: vec!["/bin/busybox".into(), "sh".into(), "-c".into(), script.into()],
-        envs: vec![KeyValue { key: "GREETING".into(), value: "hello from env".into() }],
-        log_path: format!("{name}/0.log"),
-        labels: HashMap::from([("container".into(), name.into())]),
-        linux: Some(LinuxContainerConfig {
-            security_context: Some(LinuxContainerSecurityContext {
-                run_as_user: Some(Int64Value { value: 0 }),
-                ..LinuxContainerSecurityContext::default()
-            }),
-            ..LinuxContainerConfig::default()
-        }),
-        ..ContainerConfig::default()
-    }
-}
-
-async fn exec(node: &Node, id: &str, script: &str) -> (i32, String) {
-    let cmd = vec!["/bin/busybox".into(), "sh".into(), "-c".into(), script.into()];
-    let out = node
-        .daemon
-        .runtime()
-        .await
-        .exec_sync(ExecSyncRequest { container_id: id.into(), cmd, timeout: 10 })
-        .await
-        .unwrap()
-        .into_inner();
-    (out.exit_code, String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
-}
-
-async fn container_status(node: &Node, id: &str) -> ContainerStatus {
-    let req = ContainerStatusRequest { container_id: id.into(), verbose: false };
-    node.daemon.runtime().await.container_status(req).await.unwrap().into_inner().status.unwrap()
-}
-
-async fn wait_state(node: &Node, id: &str, state: ContainerState) -> ContainerStatus {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let status = container_status(node, id).await;
-        if status.state == state as i32 {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "{id} never reached {state:?}: {status:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_runs_containers_as_kubelet_expects_and_leaves_nothing() {

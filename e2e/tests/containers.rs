@@ -1,0 +1,234 @@
+//! What a container's config asks for, seen from inside the container and
+//! on the host: user and groups, capabilities, seccomp, read-only root and
+//! mounts, memory limit and an OOM kill reported as OOMKilled, host network,
+//! a host port reaching the container, and pods networked by CNI plugins.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use bulkhead_e2e::cri::*;
+use bulkhead_e2e::pod::{Node, container_config, exec, node, pod_config, wait_state};
+
+/// Runs a pod; returns its id and config.
+async fn run_pod(node: &Node, mut config: PodSandboxConfig) -> (String, PodSandboxConfig) {
+    config.linux.get_or_insert_with(LinuxPodSandboxConfig::default);
+    let req = RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() };
+    let id = node.daemon.runtime().await.run_pod_sandbox(req).await.unwrap().into_inner().pod_sandbox_id;
+    (id, config)
+}
+
+/// Creates and starts a container; returns its id.
+async fn run_container(node: &Node, pod: &(String, PodSandboxConfig), config: ContainerConfig) -> String {
+    let mut rt = node.daemon.runtime().await;
+    let req = CreateContainerRequest {
+        pod_sandbox_id: pod.0.clone(),
+        config: Some(config),
+        sandbox_config: Some(pod.1.clone()),
+    };
+    let id = rt.create_container(req).await.unwrap().into_inner().container_id;
+    rt.start_container(StartContainerRequest { container_id: id.clone() }).await.unwrap();
+    id
+}
+
+async fn remove_pod(node: &Node, pod_id: &str) {
+    let mut rt = node.daemon.runtime().await;
+    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.into() }).await.unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id.into() }).await.unwrap();
+}
+
+fn security(config: &mut ContainerConfig) -> &mut LinuxContainerSecurityContext {
+    config.linux.get_or_insert_with(Default::default).security_context.get_or_insert_with(Default::default)
+}
+
+fn sleeper(node: &Node, name: &str) -> ContainerConfig {
+    container_config(node, name, "exec /bin/busybox sleep 1000")
+}
+
+/// CapEff from /proc/self/status inside the container.
+async fn effective_caps(node: &Node, id: &str) -> u64 {
+    let (_, out) = exec(node, id, "/bin/busybox grep CapEff /proc/self/status").await;
+    u64::from_str_radix(out.split_whitespace().nth(1).unwrap(), 16).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_security_context_holds_inside_the_container() {
+    let node = node("10.218.4.0/24").await;
+    let pod = run_pod(&node, pod_config(&node, "sec")).await;
+
+    // containerd's default capabilities; one added; all dropped.
+    let default = run_container(&node, &pod, sleeper(&node, "default")).await;
+    assert_eq!(effective_caps(&node, &default).await, 0xa80425fb, "containerd's 14 default capabilities");
+    let seccomp_mode = |id: String| {
+        let node = &node;
+        async move {
+            let (_, out) = exec(node, &id, "/bin/busybox grep Seccomp: /proc/self/status").await;
+            out.split_whitespace().nth(1).unwrap().to_owned()
+        }
+    };
+    assert_eq!(seccomp_mode(default.clone()).await, "0", "no profile asked: unconfined, as containerd");
+
+    let mut config = sleeper(&node, "netadmin");
+    let sc = security(&mut config);
+    sc.capabilities = Some(Capability { add_capabilities: vec!["NET_ADMIN".into()], ..Capability::default() });
+    sc.seccomp = Some(SecurityProfile { profile_type: 0, localhost_ref: String::new() }); // RuntimeDefault
+    let netadmin = run_container(&node, &pod, config).await;
+    assert_eq!(effective_caps(&node, &netadmin).await, 0xa80425fb | (1 << 12), "CAP_NET_ADMIN is bit 12");
+    assert_eq!(seccomp_mode(netadmin.clone()).await, "2", "RuntimeDefault: a filter");
+    let (code, out) = exec(&node, &netadmin, "/bin/busybox unshare -m true").await;
+    assert_ne!(code, 0, "the default profile refuses unshare without CAP_SYS_ADMIN: {out}");
+
+    let mut config = sleeper(&node, "nocaps");
+    security(&mut config).capabilities =
+        Some(Capability { drop_capabilities: vec!["ALL".into()], ..Capability::default() });
+    let nocaps = run_container(&node, &pod, config).await;
+    assert_eq!(effective_caps(&node, &nocaps).await, 0);
+
+    // A user and groups; a read-only root; a read-only host mount.
+    let host_dir = node.daemon.sandbox.dir.path().join("shared");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("from-host"), "hello").unwrap();
+    let mut config = sleeper(&node, "user");
+    let sc = security(&mut config);
+    sc.run_as_user = Some(Int64Value { value: 1234 });
+    sc.run_as_group = Some(Int64Value { value: 2345 });
+    sc.supplemental_groups = vec![3456];
+    sc.readonly_rootfs = true;
+    sc.seccomp = Some(SecurityProfile { profile_type: 1, localhost_ref: String::new() }); // Unconfined
+    config.mounts = vec![Mount {
+        container_path: "/data".into(),
+        host_path: host_dir.display().to_string(),
+        readonly: true,
+        ..Mount::default()
+    }];
+    let user = run_container(&node, &pod, config).await;
+    let (_, ids) = exec(&node, &user, "/bin/busybox id -u; /bin/busybox id -g; /bin/busybox id -G").await;
+    let ids: Vec<&str> = ids.lines().collect();
+    assert_eq!(&ids[..2], ["1234", "2345"]);
+    assert!(ids[2].split_whitespace().any(|g| g == "3456"), "supplemental group: {ids:?}");
+    let (code, _) = exec(&node, &user, "echo x > /new-file").await;
+    assert_ne!(code, 0, "the root file system is read-only");
+    let (code, out) = exec(&node, &user, "/bin/busybox cat /data/from-host && echo x > /data/written").await;
+    assert!(code != 0 && out.starts_with("hello"), "the host directory is there, read-only: {out}");
+    assert_eq!(seccomp_mode(user.clone()).await, "0", "Unconfined");
+    remove_pod(&node, &pod.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_limit_holds_and_an_oom_kill_is_reported() {
+    let node = node("10.218.5.0/24").await;
+    let pod = run_pod(&node, pod_config(&node, "mem")).await;
+    let mut config = container_config(&node, "hog", "");
+    // dd's 64 MiB buffer cannot fit under a 16 MiB limit.
+    config.command =
+        ["/bin/busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"].map(String::from).to_vec();
+    config.linux.get_or_insert_with(Default::default).resources =
+        Some(LinuxContainerResources { memory_limit_in_bytes: 16 * 1024 * 1024, ..Default::default() });
+    let hog = run_container(&node, &pod, config).await;
+    let status = wait_state(&node, &hog, ContainerState::ContainerExited).await;
+    assert_eq!((status.reason.as_str(), status.exit_code), ("OOMKilled", 137), "{status:?}");
+    remove_pod(&node, &pod.0).await;
+}
+
+/// One HTTP GET to `address`; the body.
+fn http_get(address: std::net::SocketAddr) -> String {
+    let mut s = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_ports_and_host_network_pods() {
+    let node = node("10.218.6.0/24").await;
+    // A web server behind host port 18096.
+    let mut config = pod_config(&node, "web");
+    config.port_mappings =
+        vec![PortMapping { protocol: 0, container_port: 80, host_port: 18096, host_ip: String::new() }];
+    let pod = run_pod(&node, config).await;
+    let script = "/bin/busybox mkdir -p /www && echo served-by-pod > /www/index.html && exec /bin/busybox httpd -f -p 80 -h /www";
+    let web = run_container(&node, &pod, container_config(&node, "httpd", script)).await;
+    wait_state(&node, &web, ContainerState::ContainerRunning).await;
+    // The bridge's gateway address is local to the node: the host port answers there.
+    let address: std::net::SocketAddr = "10.218.6.1:18096".parse().unwrap();
+    let mut body = String::new();
+    for _ in 0..50 {
+        body = std::panic::catch_unwind(|| http_get(address)).unwrap_or_default();
+        if !body.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(body.trim(), "served-by-pod");
+
+    // A pod on the node's network sees the node's interfaces and hostname.
+    let mut config = pod_config(&node, "hostnet");
+    config.hostname = String::new();
+    config.linux.get_or_insert_with(Default::default).security_context = Some(LinuxSandboxSecurityContext {
+        namespace_options: Some(NamespaceOption { network: 2, pid: 1, ipc: 0, ..NamespaceOption::default() }),
+        ..LinuxSandboxSecurityContext::default()
+    });
+    let hostnet = run_pod(&node, config).await;
+    let status = node
+        .daemon
+        .runtime()
+        .await
+        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: hostnet.0.clone(), verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.network.unwrap().ip, "", "no pod IP on the node's network");
+    let c = run_container(&node, &hostnet, sleeper(&node, "c")).await;
+    let (_, out) = exec(&node, &c, "/bin/busybox hostname; /bin/busybox ip -o link").await;
+    let node_name = nix::unistd::gethostname().unwrap().to_string_lossy().into_owned();
+    assert!(out.starts_with(&node_name), "{out}");
+    assert!(out.contains(&node.daemon.sandbox.bridge()), "the node's own links: {out}");
+    remove_pod(&node, &hostnet.0).await;
+    remove_pod(&node, &pod.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_are_networked_by_cni_plugins_when_configured() {
+    let node = node("10.218.7.0/24").await;
+    let sandbox = &node.daemon.sandbox;
+    let bridge = format!("{}c", sandbox.bridge());
+    let ipam = sandbox.dir.path().join("cni-ipam");
+    std::fs::create_dir_all(sandbox.dir.path().join("net.d")).unwrap();
+    std::fs::write(
+        sandbox.dir.path().join("net.d/10-e2e.conflist"),
+        format!(
+            r#"{{"cniVersion":"1.0.0","name":"e2e","plugins":[
+                {{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":true,
+                  "ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.218.8.0/24"}}]],"dataDir":"{}"}}}}]}}"#,
+            ipam.display()
+        ),
+    )
+    .unwrap();
+    let pod = run_pod(&node, pod_config(&node, "cni")).await;
+    let status = node
+        .daemon
+        .runtime()
+        .await
+        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: pod.0.clone(), verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    let ip = status.network.unwrap().ip;
+    assert!(ip.starts_with("10.218.8."), "the CNI range: {ip}");
+    let c = run_container(&node, &pod, sleeper(&node, "c")).await;
+    let (_, out) = exec(&node, &c, "/bin/busybox ip -o addr show eth0").await;
+    assert!(out.contains(&ip), "{out}");
+    remove_pod(&node, &pod.0).await;
+    let leases: Vec<String> = std::fs::read_dir(ipam.join("e2e"))
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    assert!(!leases.contains(&ip), "the plugin's lease is freed: {leases:?}");
+    let _ = std::process::Command::new("ip").args(["link", "del", &bridge]).status();
+}
