@@ -232,3 +232,63 @@ async fn pods_are_networked_by_cni_plugins_when_configured() {
     assert!(!leases.contains(&ip), "the plugin's lease is freed: {leases:?}");
     let _ = std::process::Command::new("ip").args(["link", "del", &bridge]).status();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_sysctls_paths_and_limits_hold_inside_the_container() {
+    let node = node("10.218.9.0/24").await;
+    let mut pod_cfg = pod_config(&node, "knobs");
+    pod_cfg.linux.get_or_insert_with(Default::default).sysctls =
+        [("kernel.shm_rmid_forced".to_owned(), "1".to_owned())].into();
+    let pod = run_pod(&node, pod_cfg).await;
+    let mut config = sleeper(&node, "knobs");
+    config.devices =
+        vec![Device { container_path: "/dev/mynull".into(), host_path: "/dev/null".into(), permissions: "rwm".into() }];
+    let linux = config.linux.get_or_insert_with(Default::default);
+    linux.resources = Some(LinuxContainerResources {
+        cpu_period: 100_000,
+        cpu_quota: 50_000,
+        oom_score_adj: 500,
+        ..Default::default()
+    });
+    let sc = security(&mut config);
+    sc.no_new_privs = true;
+    sc.masked_paths = vec!["/proc/version".into()];
+    sc.readonly_paths = vec!["/proc/sys".into()];
+    let id = run_container(&node, &pod, config).await;
+    let script = "echo dev:$(echo hi > /dev/mynull && echo ok); \
+                  echo sysctl:$(/bin/busybox cat /proc/sys/kernel/shm_rmid_forced); \
+                  echo nnp:$(/bin/busybox grep NoNewPrivs /proc/self/status | /bin/busybox tr -d ' \\t'); \
+                  echo oom:$(/bin/busybox cat /proc/self/oom_score_adj); \
+                  echo quota:$(/bin/busybox cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu.max 2>/dev/null); \
+                  echo masked:$(/bin/busybox wc -c < /proc/version); \
+                  echo procsys:$(echo 1 > /proc/sys/kernel/shm_rmid_forced 2>/dev/null && echo writable || echo read-only); \
+                  echo hostname:$(/bin/busybox cat /etc/hostname)";
+    let (code, out) = exec(&node, &id, script).await;
+    assert_eq!(code, 0, "{out}");
+    for expected in
+        ["dev:ok", "sysctl:1", "nnp:NoNewPrivs:1", "oom:500", "masked:0", "procsys:read-only", "hostname:knobs"]
+    {
+        assert!(out.lines().any(|l| l == expected), "{expected:?} not in:\n{out}");
+    }
+    assert!(out.lines().any(|l| l == "quota:50000" || l == "quota:50000 100000"), "{out}");
+
+    // A Localhost seccomp profile that does not exist; a user name the image does not know.
+    let mut rt = node.daemon.runtime().await;
+    let mut bad = sleeper(&node, "bad-profile");
+    security(&mut bad).seccomp =
+        Some(SecurityProfile { profile_type: 2, localhost_ref: "/nonexistent/profile.json".into() });
+    let mut unknown_user = sleeper(&node, "bad-user");
+    security(&mut unknown_user).run_as_username = "nobody-here".into();
+    security(&mut unknown_user).run_as_user = None;
+    for (config, named) in [(bad, "/nonexistent/profile.json"), (unknown_user, "nobody-here")] {
+        let req = CreateContainerRequest {
+            pod_sandbox_id: pod.0.clone(),
+            config: Some(config),
+            sandbox_config: Some(pod.1.clone()),
+        };
+        let err = rt.create_container(req).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{}", err.message());
+        assert!(err.message().contains(named), "{}", err.message());
+    }
+    remove_pod(&node, &pod.0).await;
+}
