@@ -244,7 +244,8 @@ async fn make(
     let text = serde_json::to_vec(&spec).map_err(|e| Error::Internal(format!("encode the OCI spec: {e}")))?;
     std::fs::write(&config_path, text).map_err(Error::io("write", &config_path))?;
     let log_path = (!record.log_path.is_empty()).then(|| PathBuf::from(&record.log_path));
-    let create = MonitorRequest::Create { id: record.id.clone(), bundle: record.made.bundle.clone(), log_path };
+    let create =
+        MonitorRequest::Create { id: record.id.clone(), bundle: record.made.bundle.clone(), log_path, tty: config.tty };
     monitor::ask(&pod.id, &socket_path(ctx, &pod.id), &create).await
 }
 

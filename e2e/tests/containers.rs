@@ -292,3 +292,21 @@ async fn devices_sysctls_paths_and_limits_hold_inside_the_container() {
     }
     remove_pod(&node, &pod.0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tty_container_writes_its_terminal_to_the_log() {
+    let node = node("10.218.10.0/24").await;
+    let pod = run_pod(&node, pod_config(&node, "tty")).await;
+    let mut config = container_config(&node, "term", "/bin/busybox tty; echo from-a-terminal");
+    config.tty = true;
+    let id = run_container(&node, &pod, config).await;
+    let status = wait_state(&node, &id, ContainerState::ContainerExited).await;
+    assert_eq!(status.exit_code, 0, "{status:?}");
+    let log = node.daemon.sandbox.dir.path().join("logs/tty/term/0.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().map(|l| l.splitn(4, ' ').nth(3).unwrap_or("").trim_end_matches('\r')).collect();
+    assert!(lines.iter().any(|l| l.starts_with("/dev/pts/")), "a terminal: {text}");
+    assert!(lines.contains(&"from-a-terminal"), "{text}");
+    assert!(text.lines().all(|l| l.split(' ').nth(1) == Some("stdout")), "{text}");
+    remove_pod(&node, &pod.0).await;
+}

@@ -412,7 +412,7 @@ impl Monitor {
 
     fn handle(&mut self, request: Request) -> Result<(), String> {
         match request {
-            Request::Create { id, bundle, log_path } => self.create(id, &bundle, log_path),
+            Request::Create { id, bundle, log_path, tty } => self.create(id, &bundle, log_path, tty),
             Request::Start { id } => {
                 let container = self.containers.get_mut(&id).ok_or_else(|| format!("container {id} not found"))?;
                 self.runtime.start(&id).map_err(|e| e.to_string())?;
@@ -452,24 +452,13 @@ impl Monitor {
         }
     }
 
-    fn create(&mut self, id: String, bundle: &Path, log_path: Option<PathBuf>) -> Result<(), String> {
+    fn create(&mut self, id: String, bundle: &Path, log_path: Option<PathBuf>, tty: bool) -> Result<(), String> {
         if self.containers.contains_key(&id) {
             return Err(format!("container {id} already exists in pod {}", self.options.pod_id));
         }
         let log = log_path.as_deref().map(Log::open).transpose().map_err(|e| format!("open the log file: {e}"))?;
-        let null = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
-        let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
-        let (out_r, out_w) = pipe()?;
-        let (err_r, err_w) = pipe()?;
-        let options = CreateOptions {
-            stdio: Some([null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()]),
-            ..CreateOptions::default()
-        };
-        let state = self.runtime.create(&id, bundle, &options).map_err(|e| e.to_string())?;
-        drop((out_w, err_w, null));
-        for pipe in [&out_r, &err_r] {
-            nonblocking(pipe).map_err(|e| format!("pipe: {e}"))?;
-        }
+        let (state, pipes) =
+            if tty { self.create_with_terminal(&id, bundle)? } else { self.create_with_pipes(&id, bundle)? };
         let record = ContainerRecord {
             id: id.clone(),
             state: ContainerState::Created,
@@ -486,9 +475,59 @@ impl Monitor {
             let _ = self.runtime.delete(&id, true);
             return Err(e.to_string());
         }
-        let pipes = [Some(File::from(out_r)), Some(File::from(err_r))];
         self.containers.insert(id, Container { record, log, pipes });
         Ok(())
+    }
+
+    /// Creates the container with stdout and stderr on pipes of ours.
+    fn create_with_pipes(
+        &mut self,
+        id: &str,
+        bundle: &Path,
+    ) -> Result<(bulkhead_runtime::container::State, [Option<File>; 2]), String> {
+        let null = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+        let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let options = CreateOptions {
+            stdio: Some([null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()]),
+            ..CreateOptions::default()
+        };
+        let state = self.runtime.create(id, bundle, &options).map_err(|e| e.to_string())?;
+        drop((out_w, err_w, null));
+        for pipe in [&out_r, &err_r] {
+            nonblocking(pipe).map_err(|e| format!("pipe: {e}"))?;
+        }
+        Ok((state, [Some(File::from(out_r)), Some(File::from(err_r))]))
+    }
+
+    /// Creates the container with a terminal: its master comes back over
+    /// a console socket of ours (runc's protocol) and is read as stdout.
+    fn create_with_terminal(
+        &mut self,
+        id: &str,
+        bundle: &Path,
+    ) -> Result<(bulkhead_runtime::container::State, [Option<File>; 2]), String> {
+        // Beside the control socket, whose directory keeps paths short enough for sun_path.
+        let path = self.options.socket.with_extension(format!("{}.console", &id[..id.len().min(12)]));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(|e| format!("console socket {}: {e}", path.display()))?;
+        let options = CreateOptions { console_socket: Some(path.clone()), ..CreateOptions::default() };
+        // The runtime connects before init sends the master: the connection waits in the backlog.
+        let created = self.runtime.create(id, bundle, &options).map_err(|e| e.to_string());
+        let master = created.as_ref().ok().map(|_| bulkhead_runtime::receive_master(&listener));
+        let _ = std::fs::remove_file(&path);
+        let state = created?;
+        let master = match master {
+            Some(Ok(master)) => master,
+            Some(Err(e)) => {
+                let _ = self.runtime.delete(id, true);
+                return Err(format!("receive the terminal of {id}: {e}"));
+            }
+            None => return Err(format!("container {id}: no terminal")),
+        };
+        nonblocking(&master).map_err(|e| format!("terminal: {e}"))?;
+        Ok((state, [Some(File::from(master)), None]))
     }
 
     /// Kills every container, waits (bounded) for their exits and records them.

@@ -21,8 +21,15 @@ pub const CONTAINERS: &str = "containers";
 pub enum Request {
     /// Creates container `id` from the OCI bundle at `bundle` (its init
     /// waits for `Start`); its stdout and stderr go to the CRI log at
-    /// `log_path` (none: discarded).
-    Create { id: String, bundle: PathBuf, log_path: Option<PathBuf> },
+    /// `log_path` (none: discarded). With `tty` (the bundle's
+    /// `process.terminal`), its terminal's output goes there as stdout.
+    Create {
+        id: String,
+        bundle: PathBuf,
+        log_path: Option<PathBuf>,
+        #[serde(default)]
+        tty: bool,
+    },
     /// Lets a created container run its program.
     Start { id: String },
     /// Sends `signal` to the container's init, or with `all` to every process in it.

@@ -75,3 +75,31 @@ pub(crate) fn attach(socket: UnixStream, process: &Process) -> Result<String> {
     nix::unistd::dup2_stderr(&slave).map_err(sys("dup pty onto stderr", &name))?;
     Ok(name)
 }
+
+/// The receiving end of the console-socket protocol, for a caller that
+/// proxies the terminal (the pod monitor): takes the pty master from one
+/// connection accepted on `listener`.
+pub fn receive_master(listener: &std::os::unix::net::UnixListener) -> Result<OwnedFd> {
+    use std::os::fd::{FromRawFd, RawFd};
+
+    use nix::sys::socket::{ControlMessageOwned, recvmsg};
+    let (stream, _) = listener.accept().map_err(|source| Error::Read { path: "console socket".into(), source })?;
+    let mut buf = [0u8; 256];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty())
+        .map_err(sys("receive the pty master from", "console socket"))?;
+    let fd = msg
+        .cmsgs()
+        .map_err(sys("read the control message from", "console socket"))?
+        .find_map(|c| match c {
+            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+            _ => None,
+        })
+        .ok_or_else(|| Error::Read {
+            path: "console socket".into(),
+            source: std::io::Error::other("no descriptor in the message"),
+        })?;
+    // SAFETY: the kernel installed `fd` in this process for this message alone; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

@@ -25,4 +25,5 @@ pub mod single_thread;
 pub mod spec;
 mod sys;
 
+pub use console::receive_master;
 pub use error::{Error, Result};
