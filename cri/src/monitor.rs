@@ -122,6 +122,13 @@ pub fn record(dir: &Path, id: &str) -> Option<ContainerRecord> {
     serde_json::from_slice(&bytes).ok()
 }
 
+/// Writes a container record in the monitor's place (for a pod whose
+/// monitor died), atomically.
+pub fn put_record(dir: &Path, record: &ContainerRecord) -> Result<()> {
+    let records: bulkhead_store::Collection<ContainerRecord> = bulkhead_store::Collection::open(dir.join(CONTAINERS))?;
+    Ok(records.put(&record.id, record)?)
+}
+
 /// Every container record the monitor in `dir` keeps.
 pub fn records(dir: &Path) -> HashMap<String, ContainerRecord> {
     let Ok(entries) = std::fs::read_dir(dir.join(CONTAINERS)) else { return HashMap::new() };

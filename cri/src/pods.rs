@@ -305,6 +305,8 @@ async fn stop_runtime(ctx: &Arc<Context>, record: &PodRecord) -> Result<()> {
     let socket = socket_path(ctx, &record.id);
     if monitor::is_serving(&socket) {
         monitor::ask(&record.id, &socket, &MonitorRequest::Shutdown).await?;
+    } else {
+        stop_without_monitor(ctx, record).await?;
     }
     if record.sandbox.network_mode != NODE {
         ctx.network.teardown(&record.id).await?;
@@ -325,6 +327,45 @@ async fn stop_runtime(ctx: &Arc<Context>, record: &PodRecord) -> Result<()> {
         }
         let _ = cg.destroy();
     }
+    Ok(())
+}
+
+/// What Shutdown does, done by the daemon for a pod whose monitor died:
+/// kill its containers (recording them as killed, since no monitor saw
+/// them exit) and what is left in the monitor's cgroup (the pid
+/// namespace's pid 1), and unpin the namespaces it held.
+async fn stop_without_monitor(ctx: &Arc<Context>, record: &PodRecord) -> Result<()> {
+    let dir = pod_dir(ctx, &record.id);
+    let runtime = bulkhead_runtime::container::Runtime::new(runtime_root(ctx));
+    for container in ctx.state.containers().into_iter().filter(|c| c.pod_id == record.id) {
+        let Some(mut seen) = monitor::record(&dir, &container.id) else { continue };
+        if seen.state == bulkhead_proto::monitor::ContainerState::Exited {
+            continue;
+        }
+        match runtime.kill(&container.id, nix::sys::signal::Signal::SIGKILL, true) {
+            Ok(()) | Err(bulkhead_runtime::Error::NotFound { .. } | bulkhead_runtime::Error::WrongStatus { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        seen.state = bulkhead_proto::monitor::ContainerState::Exited;
+        seen.finished_at = now_ns();
+        seen.exit_code = 128 + nix::libc::SIGKILL;
+        seen.signal = Some(nix::libc::SIGKILL);
+        monitor::put_record(&dir, &seen)?;
+    }
+    let cgroup = monitor_cgroup(&record.sandbox, &record.id);
+    if let Ok(cg) = bulkhead_runtime::cgroups::Cgroup::for_host(&cgroup) {
+        for pid in cg.procs().unwrap_or_default() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    for kind in ["uts", "ipc", "pid"] {
+        let pin = dir.join("ns").join(kind);
+        match nix::mount::umount2(&pin, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(errno) => return Err(Error::Io { op: "unmount", path: pin, source: errno.into() }),
+        }
+    }
+    let _ = std::fs::remove_file(socket_path(ctx, &record.id));
     Ok(())
 }
 
@@ -391,9 +432,25 @@ fn metadata(record: &PodRecord) -> PodSandboxMetadata {
     }
 }
 
+/// Whether the pod's monitor process still runs (checked by pid and
+/// name, so a reused pid does not count).
+fn monitor_alive(record: &PodRecord) -> bool {
+    let pid = record.sandbox.monitor_pid;
+    pid > 0
+        && std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(&record.id))
+}
+
+/// A ready pod whose monitor died is reported not ready (as containerd
+/// reports a sandbox whose pause container died), so kubelet recreates it;
+/// its containers' last recorded states stand.
 fn state_of(record: &PodRecord) -> PodSandboxState {
     match record.state {
-        PodState::Ready => PodSandboxState::SandboxReady,
+        PodState::Ready if monitor_alive(record) => PodSandboxState::SandboxReady,
+        PodState::Ready => {
+            tracing::warn!(pod_id = %record.id, pid = record.sandbox.monitor_pid, "the pod's monitor is gone");
+            PodSandboxState::SandboxNotready
+        }
         PodState::NotReady => PodSandboxState::SandboxNotready,
     }
 }

@@ -340,3 +340,46 @@ async fn pods_outlive_a_daemon_kill_9_and_are_adopted_on_restart() {
         rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_whose_monitor_died_is_not_ready_and_still_removed_cleanly() {
+    let node = node("10.218.11.0/24").await;
+    let mut rt = node.daemon.runtime().await;
+    let config = pod_config(&node, "orphan");
+    let pod_id = rt
+        .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let req = CreateContainerRequest {
+        pod_sandbox_id: pod_id.clone(),
+        config: Some(container_config(&node, "app", "exec /bin/busybox sleep 1000")),
+        sandbox_config: Some(config),
+    };
+    let id = rt.create_container(req).await.unwrap().into_inner().container_id;
+    rt.start_container(StartContainerRequest { container_id: id.clone() }).await.unwrap();
+    let verbose = rt
+        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: pod_id.clone(), verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).unwrap();
+    let monitor = info["sandbox"]["monitor_pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor), nix::sys::signal::Signal::SIGKILL).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pod = rt
+        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: pod_id.clone(), verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(pod.state, PodSandboxState::SandboxNotready as i32, "the monitor's death is reported");
+    // Stop and Remove still work, and the harness finds nothing left (the
+    // container's processes included).
+    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
+    let killed = container_status(&node, &id).await;
+    assert_eq!((killed.state, killed.exit_code), (ContainerState::ContainerExited as i32, 137), "{killed:?}");
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id }).await.unwrap();
+}
