@@ -314,3 +314,85 @@ async fn the_loopback_plugin_brings_lo_up() {
     cni.del(&a).await.unwrap();
     NetNs::remove(&ns.path).unwrap();
 }
+
+/// A CNI 1.1 plugin of the test's own that records every call (command and
+/// stdin) in `calls`, answers ADD with an address, and STATUS and GC with success.
+fn recording_plugin(bin: &Path, calls: &Path) {
+    std::fs::create_dir_all(bin).unwrap();
+    let path = bin.join("recorder");
+    let script = format!(
+        r#"#!/bin/sh
+input=$(cat)
+printf '%s %s\n' "$CNI_COMMAND" "$input" >> {calls}
+case "$CNI_COMMAND" in
+VERSION) echo '{{"cniVersion":"1.1.0","supportedVersions":["1.0.0","1.1.0"]}}' ;;
+ADD) echo '{{"cniVersion":"1.1.0","interfaces":[{{"name":"eth0","sandbox":"x"}}],"ips":[{{"address":"10.99.0.5/24","interface":0}}]}}' ;;
+*) exit 0 ;;
+esac
+"#,
+        calls = calls.display()
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[tokio::test]
+async fn cni_1_1_status_gc_and_runtime_capabilities_reach_the_plugins() {
+    use bulkhead_network::cni::{Bandwidth, Dns};
+    let dir = tempfile::tempdir().unwrap();
+    let (bin, calls) = (dir.path().join("bin"), dir.path().join("calls"));
+    recording_plugin(&bin, &calls);
+    std::fs::create_dir_all(dir.path().join("net.d")).unwrap();
+    std::fs::write(
+        dir.path().join("net.d/10-rec.conflist"),
+        r#"{"cniVersion":"1.0.0","cniVersions":["1.0.0","1.1.0"],"name":"rec","plugins":[
+            {"type":"recorder","capabilities":{"portMappings":true,"dns":true}},
+            {"type":"recorder","capabilities":{"bandwidth":true}}]}"#,
+    )
+    .unwrap();
+    let cni = Cni::open(settings(dir.path(), Some(&bin), Duration::from_secs(10)), &dir.path().join("cni")).unwrap();
+    let r = cni.readiness().await;
+    assert!(r.ready, "{r:?}");
+    let ns = NetNs::create(&dir.path().join("ns")).unwrap();
+    let a = attachment("recpod", &ns);
+    let runtime = RuntimeConfig {
+        port_mappings: vec![PortMapping {
+            protocol: Protocol::Udp,
+            host_ip: None,
+            host_port: 5353,
+            container_port: 53,
+        }],
+        bandwidth: Some(Bandwidth { ingress_rate: 1000, ingress_burst: 2000, egress_rate: 3000, egress_burst: 4000 }),
+        dns: Some(Dns { servers: vec!["10.96.0.10".into()], searches: vec![], options: vec![] }),
+        ..RuntimeConfig::default()
+    };
+    let got = cni.add(&a, &runtime).await.unwrap();
+    assert_eq!(got.ips()[0].to_string(), "10.99.0.5");
+    cni.check(&a).await.unwrap();
+    cni.gc(&["recpod".into()]).await.unwrap();
+    cni.del(&a).await.unwrap();
+    NetNs::remove(&ns.path).unwrap();
+
+    let text = std::fs::read_to_string(&calls).unwrap();
+    let lines: Vec<(String, serde_json::Value)> = text
+        .lines()
+        .map(|l| {
+            let (command, json) = l.split_once(' ').unwrap();
+            (command.to_owned(), serde_json::from_str(json).unwrap_or(serde_json::Value::Null))
+        })
+        .collect();
+    let commands: Vec<&str> = lines.iter().map(|(c, _)| c.as_str()).filter(|c| *c != "VERSION").collect();
+    assert_eq!(commands, ["STATUS", "STATUS", "ADD", "ADD", "CHECK", "CHECK", "GC", "GC", "DEL", "DEL"], "{text}");
+    let adds: Vec<&serde_json::Value> = lines.iter().filter(|(c, _)| c == "ADD").map(|(_, j)| j).collect();
+    assert_eq!(adds[0]["cniVersion"], "1.1.0", "the highest of cniVersions");
+    assert_eq!(adds[0]["runtimeConfig"]["portMappings"][0]["hostPort"], 5353);
+    assert_eq!(adds[0]["runtimeConfig"]["portMappings"][0]["protocol"], "udp");
+    assert_eq!(adds[0]["runtimeConfig"]["dns"]["servers"][0], "10.96.0.10");
+    assert!(adds[0]["runtimeConfig"].get("bandwidth").is_none(), "only what the plugin declares");
+    assert_eq!(adds[1]["runtimeConfig"]["bandwidth"]["egressRate"], 3000);
+    assert!(adds[1]["prevResult"]["ips"].is_array(), "the first plugin's result");
+    let gc = lines.iter().find(|(c, _)| c == "GC").map(|(_, j)| j).unwrap();
+    assert_eq!(gc["cni.dev/valid-attachments"][0]["containerID"], "recpod");
+    let del = lines.iter().find(|(c, _)| c == "DEL").map(|(_, j)| j).unwrap();
+    assert!(del["prevResult"]["ips"].is_array(), "DEL gets the cached result");
+}
