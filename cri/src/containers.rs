@@ -278,6 +278,25 @@ pub async fn destroy(ctx: &Arc<Context>, pod: &PodRecord, record: &ContainerReco
     blocking_on(ctx, move |ctx| ctx.state.remove_container(&id).map(drop)).await
 }
 
+/// The container's current state, or FailedPrecondition saying what `wanted` needs.
+fn require_state(
+    ctx: &Context,
+    record: &ContainerRecord,
+    ok: &[RecordState],
+    wanted: &'static str,
+) -> Result<RecordState> {
+    let state = effective(ctx, record).0.state;
+    if ok.contains(&state) {
+        return Ok(state);
+    }
+    Err(Error::WrongState {
+        what: "container",
+        id: record.id.clone(),
+        state: format!("{state:?}").to_lowercase(),
+        wanted,
+    })
+}
+
 fn container_of(ctx: &Context, id: &str) -> Result<ContainerRecord> {
     ctx.state.container(id).ok_or_else(|| Error::ContainerNotFound { id: id.to_owned() })
 }
@@ -286,15 +305,7 @@ fn container_of(ctx: &Context, id: &str) -> Result<ContainerRecord> {
 pub async fn start(ctx: &Arc<Context>, id: &str) -> Result<()> {
     let record = container_of(ctx, id)?;
     let _pod_lock = ctx.locks.lock(&record.pod_id).await;
-    let (now, _) = effective(ctx, &record);
-    if now.state != RecordState::Created {
-        return Err(Error::WrongState {
-            what: "container",
-            id: id.to_owned(),
-            state: format!("{:?}", now.state).to_lowercase(),
-            wanted: "only a created container can be started",
-        });
-    }
+    require_state(ctx, &record, &[RecordState::Created], "only a created container can be started")?;
     monitor::ask(&record.pod_id, &socket_path(ctx, &record.pod_id), &MonitorRequest::Start { id: id.to_owned() }).await
 }
 
@@ -457,15 +468,7 @@ pub fn list(ctx: &Context, filter: Option<ContainerFilter>) -> Vec<Container> {
 /// ReopenContainerLog: the monitor reopens the file kubelet rotated.
 pub async fn reopen_log(ctx: &Arc<Context>, id: &str) -> Result<()> {
     let record = container_of(ctx, id)?;
-    let (now, _) = effective(ctx, &record);
-    if now.state != RecordState::Running {
-        return Err(Error::WrongState {
-            what: "container",
-            id: id.to_owned(),
-            state: format!("{:?}", now.state).to_lowercase(),
-            wanted: "only a running container's log can be reopened",
-        });
-    }
+    require_state(ctx, &record, &[RecordState::Running], "only a running container's log can be reopened")?;
     monitor::ask(&record.pod_id, &socket_path(ctx, &record.pod_id), &MonitorRequest::ReopenLog { id: id.to_owned() })
         .await
 }
@@ -492,15 +495,7 @@ pub async fn exec_sync(ctx: &Arc<Context>, id: &str, cmd: Vec<String>, timeout: 
     if cmd.is_empty() {
         return Err(Error::InvalidArgument { field: "cmd", message: "is empty".into() });
     }
-    let (now, _) = effective(ctx, &record);
-    if now.state != RecordState::Running {
-        return Err(Error::WrongState {
-            what: "container",
-            id: id.to_owned(),
-            state: format!("{:?}", now.state).to_lowercase(),
-            wanted: "exec needs a running container",
-        });
-    }
+    require_state(ctx, &record, &[RecordState::Running], "exec needs a running container")?;
     let pid_file = record.made.bundle.join(format!("exec-{}.pid", new_id()?));
     let mut child = tokio::process::Command::new(monitor::sibling_binary("bulkhead-oci"))
         .arg("--root")
@@ -548,20 +543,36 @@ pub async fn exec_sync(ctx: &Arc<Context>, id: &str, cmd: Vec<String>, timeout: 
 /// cgroup (by the runtime core, which needs no clone for it).
 pub async fn update_resources(ctx: &Arc<Context>, id: &str, linux: Option<LinuxContainerResources>) -> Result<()> {
     let record = container_of(ctx, id)?;
-    let (now, _) = effective(ctx, &record);
-    if now.state == RecordState::Exited {
-        return Err(Error::WrongState {
-            what: "container",
-            id: id.to_owned(),
-            state: "exited".into(),
-            wanted: "resources can only be updated while it exists as a process",
-        });
-    }
+    require_state(
+        ctx,
+        &record,
+        &[RecordState::Created, RecordState::Running],
+        "resources can only be updated while it exists as a process",
+    )?;
     let Some(linux) = linux else { return Ok(()) };
     let resources = crate::spec::update_resources(&linux)?;
     let runtime = bulkhead_runtime::container::Runtime::new(runtime_root(ctx));
     let id = id.to_owned();
     blocking_on(ctx, move |_| runtime.update(&id, &resources).map_err(Error::from)).await
+}
+
+/// A cgroup's cpu counter as the CRI reports it.
+pub fn cpu_usage(cg: &bulkhead_runtime::cgroups::Stats, now: i64) -> CpuUsage {
+    CpuUsage {
+        timestamp: now,
+        usage_core_nano_seconds: cg.cpu_usage_ns.map(|value| UInt64Value { value }),
+        usage_nano_cores: None,
+    }
+}
+
+/// A cgroup's memory counters as the CRI reports them.
+pub fn memory_usage(cg: &bulkhead_runtime::cgroups::Stats, now: i64) -> MemoryUsage {
+    MemoryUsage {
+        timestamp: now,
+        working_set_bytes: cg.memory_working_set.map(|value| UInt64Value { value }),
+        usage_bytes: cg.memory_usage.map(|value| UInt64Value { value }),
+        ..MemoryUsage::default()
+    }
 }
 
 /// The usage figures of one container: cgroup counters and its writable layer.
@@ -577,17 +588,8 @@ pub fn stats_of(ctx: &Context, record: &ContainerRecord) -> ContainerStats {
             labels: record.labels.clone().into_iter().collect(),
             annotations: record.annotations.clone().into_iter().collect(),
         }),
-        cpu: Some(CpuUsage {
-            timestamp: now,
-            usage_core_nano_seconds: cg.cpu_usage_ns.map(|value| UInt64Value { value }),
-            usage_nano_cores: None,
-        }),
-        memory: Some(MemoryUsage {
-            timestamp: now,
-            working_set_bytes: cg.memory_working_set.map(|value| UInt64Value { value }),
-            usage_bytes: cg.memory_usage.map(|value| UInt64Value { value }),
-            ..MemoryUsage::default()
-        }),
+        cpu: Some(cpu_usage(&cg, now)),
+        memory: Some(memory_usage(&cg, now)),
         writable_layer: Some(FilesystemUsage {
             timestamp: now,
             fs_id: Some(FilesystemIdentifier { mountpoint: record.made.upper.display().to_string() }),

@@ -547,17 +547,8 @@ pub fn stats_of(ctx: &Context, record: &PodRecord) -> PodSandboxStats {
             annotations: record.annotations.clone().into_iter().collect(),
         }),
         linux: Some(LinuxPodSandboxStats {
-            cpu: Some(CpuUsage {
-                timestamp: now,
-                usage_core_nano_seconds: cg.cpu_usage_ns.map(|value| UInt64Value { value }),
-                usage_nano_cores: None,
-            }),
-            memory: Some(MemoryUsage {
-                timestamp: now,
-                working_set_bytes: cg.memory_working_set.map(|value| UInt64Value { value }),
-                usage_bytes: cg.memory_usage.map(|value| UInt64Value { value }),
-                ..MemoryUsage::default()
-            }),
+            cpu: Some(crate::containers::cpu_usage(&cg, now)),
+            memory: Some(crate::containers::memory_usage(&cg, now)),
             network: Some(NetworkUsage { timestamp: now, default_interface: interfaces.first().cloned(), interfaces }),
             process: Some(ProcessUsage {
                 timestamp: now,

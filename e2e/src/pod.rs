@@ -118,3 +118,31 @@ pub async fn wait_state(node: &Node, id: &str, state: ContainerState) -> Contain
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Runs a pod; returns its id and config (as CreateContainer wants it).
+pub async fn run_pod(node: &Node, mut config: PodSandboxConfig) -> (String, PodSandboxConfig) {
+    config.linux.get_or_insert_with(LinuxPodSandboxConfig::default);
+    let req = RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() };
+    let id = node.daemon.runtime().await.run_pod_sandbox(req).await.unwrap().into_inner().pod_sandbox_id;
+    (id, config)
+}
+
+/// Creates and starts a container; returns its id.
+pub async fn run_container(node: &Node, pod: &(String, PodSandboxConfig), config: ContainerConfig) -> String {
+    let mut rt = node.daemon.runtime().await;
+    let req = CreateContainerRequest {
+        pod_sandbox_id: pod.0.clone(),
+        config: Some(config),
+        sandbox_config: Some(pod.1.clone()),
+    };
+    let id = rt.create_container(req).await.unwrap().into_inner().container_id;
+    rt.start_container(StartContainerRequest { container_id: id.clone() }).await.unwrap();
+    id
+}
+
+/// Stops and removes a pod.
+pub async fn remove_pod(node: &Node, pod_id: &str) {
+    let mut rt = node.daemon.runtime().await;
+    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.into() }).await.unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id.into() }).await.unwrap();
+}

@@ -9,34 +9,9 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use bulkhead_e2e::cri::*;
-use bulkhead_e2e::pod::{Node, container_config, exec, node, pod_config, wait_state};
-
-/// Runs a pod; returns its id and config.
-async fn run_pod(node: &Node, mut config: PodSandboxConfig) -> (String, PodSandboxConfig) {
-    config.linux.get_or_insert_with(LinuxPodSandboxConfig::default);
-    let req = RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() };
-    let id = node.daemon.runtime().await.run_pod_sandbox(req).await.unwrap().into_inner().pod_sandbox_id;
-    (id, config)
-}
-
-/// Creates and starts a container; returns its id.
-async fn run_container(node: &Node, pod: &(String, PodSandboxConfig), config: ContainerConfig) -> String {
-    let mut rt = node.daemon.runtime().await;
-    let req = CreateContainerRequest {
-        pod_sandbox_id: pod.0.clone(),
-        config: Some(config),
-        sandbox_config: Some(pod.1.clone()),
-    };
-    let id = rt.create_container(req).await.unwrap().into_inner().container_id;
-    rt.start_container(StartContainerRequest { container_id: id.clone() }).await.unwrap();
-    id
-}
-
-async fn remove_pod(node: &Node, pod_id: &str) {
-    let mut rt = node.daemon.runtime().await;
-    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.into() }).await.unwrap();
-    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id.into() }).await.unwrap();
-}
+use bulkhead_e2e::pod::{
+    Node, container_config, exec, node, pod_config, remove_pod, run_container, run_pod, wait_state,
+};
 
 fn security(config: &mut ContainerConfig) -> &mut LinuxContainerSecurityContext {
     config.linux.get_or_insert_with(Default::default).security_context.get_or_insert_with(Default::default)

@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bulkhead_e2e::cri::*;
-use bulkhead_e2e::pod::{container_config, container_status, exec, node, pod_config, wait_state};
+use bulkhead_e2e::pod::{
+    container_config, container_status, exec, node, pod_config, run_container, run_pod, wait_state,
+};
 
 mod pods {
     /// Nanoseconds since the Unix epoch, as the CRI reports times.
@@ -36,13 +38,7 @@ async fn a_pod_runs_containers_as_kubelet_expects_and_leaves_nothing() {
         }
         seen
     });
-    let config = pod_config(&node, "web-0");
-    let pod_id = rt
-        .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let (pod_id, config) = run_pod(&node, pod_config(&node, "web-0")).await;
     // The same name again: AlreadyExists, naming the pod that holds it.
     let err = rt
         .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
@@ -227,13 +223,7 @@ async fn bad_requests_get_clear_statuses_and_leave_nothing() {
     assert_eq!(err.code(), Code::NotFound);
     assert!(err.message().contains("nope"), "{}", err.message());
 
-    let config = pod_config(&node, "api");
-    let pod_id = rt
-        .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let (pod_id, config) = run_pod(&node, pod_config(&node, "api")).await;
     // An image that is not present; a host path that does not exist.
     let mut missing_image = container_config(&node, "c1", "true");
     missing_image.image = Some(ImageSpec { image: "example.com/nothing:here".into(), ..ImageSpec::default() });
@@ -268,27 +258,15 @@ async fn pods_outlive_a_daemon_kill_9_and_are_adopted_on_restart() {
     let mut rt = node.daemon.runtime().await;
     let mut pods = Vec::new();
     for i in 0..20 {
-        let config = pod_config(&node, &format!("keep-{i}"));
-        let pod_id = rt
-            .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
-            .await
-            .unwrap()
-            .into_inner()
-            .pod_sandbox_id;
+        let pod = run_pod(&node, pod_config(&node, &format!("keep-{i}"))).await;
         // The first pod's container ends by itself while the daemon is down.
         let script = if i == 0 {
             "echo before; while [ ! -e /tmp/go ]; do /bin/busybox sleep 0.05; done; echo during; exit 42"
         } else {
             "while true; do echo tick; /bin/busybox sleep 0.2; done"
         };
-        let req = CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(container_config(&node, "app", script)),
-            sandbox_config: Some(config),
-        };
-        let id = rt.create_container(req).await.unwrap().into_inner().container_id;
-        rt.start_container(StartContainerRequest { container_id: id.clone() }).await.unwrap();
-        pods.push((pod_id, id));
+        let id = run_container(&node, &pod, container_config(&node, "app", script)).await;
+        pods.push((pod.0, id));
     }
     let (first_pod, first) = pods[0].clone();
     wait_state(&node, &first, ContainerState::ContainerRunning).await;
@@ -345,20 +323,9 @@ async fn pods_outlive_a_daemon_kill_9_and_are_adopted_on_restart() {
 async fn a_pod_whose_monitor_died_is_not_ready_and_still_removed_cleanly() {
     let node = node("10.218.11.0/24").await;
     let mut rt = node.daemon.runtime().await;
-    let config = pod_config(&node, "orphan");
-    let pod_id = rt
-        .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    let req = CreateContainerRequest {
-        pod_sandbox_id: pod_id.clone(),
-        config: Some(container_config(&node, "app", "exec /bin/busybox sleep 1000")),
-        sandbox_config: Some(config),
-    };
-    let id = rt.create_container(req).await.unwrap().into_inner().container_id;
-    rt.start_container(StartContainerRequest { container_id: id.clone() }).await.unwrap();
+    let pod = run_pod(&node, pod_config(&node, "orphan")).await;
+    let id = run_container(&node, &pod, container_config(&node, "app", "exec /bin/busybox sleep 1000")).await;
+    let pod_id = pod.0;
     let verbose = rt
         .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: pod_id.clone(), verbose: true })
         .await

@@ -19,7 +19,7 @@ use bulkhead_network::Error;
 use bulkhead_network::cni::{Attachment, Cni, RuntimeConfig, Settings};
 use bulkhead_network::nat::{PortMapping, Protocol};
 use bulkhead_network::netns::NetNs;
-use common::{Leftovers, Outside, busybox_ping, interfaces_in, link_exists, ping, pong_server};
+use common::{Leftovers, Outside, busybox_ping, interfaces_in, link_exists, ping, pong_once, pong_server};
 
 const PLUGINS: &str = "/usr/lib/cni";
 
@@ -149,14 +149,7 @@ async fn pods_on_the_cni_bridge_chain_connect_and_leave_nothing() {
 
     // pod → outside host, masqueraded to the node's address.
     let listener = outside.netns().run(|| std::net::TcpListener::bind("10.214.10.2:7003")).unwrap().unwrap();
-    let far = std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        let (mut conn, peer) = listener.accept().unwrap();
-        let mut buf = [0u8; 4];
-        conn.read_exact(&mut buf).unwrap();
-        conn.write_all(b"pong").unwrap();
-        peer.ip()
-    });
+    let far = pong_once(listener);
     assert_eq!(ns1.run(|| ping("10.214.10.2:7003".parse().unwrap())).unwrap(), "pong");
     assert_eq!(far.join().unwrap().to_string(), "10.214.10.1", "masqueraded");
 

@@ -8,10 +8,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 
-use common::{Leftovers, Outside, interfaces_in, link_exists, ping, pong_server};
+use common::{Leftovers, Outside, interfaces_in, link_exists, ping, pong_once, pong_server};
 
 use bulkhead_network::PodCidrs;
 use bulkhead_network::ipam::Ipam;
@@ -54,13 +53,7 @@ async fn two_pods_reach_each_other_and_the_host_then_leave_nothing() {
     // pod two → host (the gateway), by its default route.
     let gw = bulkhead_network::ipam::gateway(&cidrs.nets()[0]).unwrap();
     let host_listener = TcpListener::bind(SocketAddr::new(gw, 7779)).unwrap();
-    let host_side = std::thread::spawn(move || {
-        let (mut conn, peer) = host_listener.accept().unwrap();
-        let mut buf = [0u8; 4];
-        conn.read_exact(&mut buf).unwrap();
-        conn.write_all(b"pong").unwrap();
-        peer.ip()
-    });
+    let host_side = pong_once(host_listener);
     assert_eq!(ns2.run(move || ping(SocketAddr::new(gw, 7779))).unwrap(), "pong");
     assert_eq!(host_side.join().unwrap(), ip2, "the host sees the pod's own address");
 
@@ -94,13 +87,7 @@ async fn traffic_leaving_the_pod_cidr_is_masqueraded_and_host_ports_lead_in() {
     assert!(String::from_utf8_lossy(&ruleset.stdout).contains("masquerade"));
 
     let listener = outside.netns().run(|| TcpListener::bind("10.214.9.2:7780")).unwrap().unwrap();
-    let far = std::thread::spawn(move || {
-        let (mut conn, peer) = listener.accept().unwrap();
-        let mut buf = [0u8; 4];
-        conn.read_exact(&mut buf).unwrap();
-        conn.write_all(b"pong").unwrap();
-        peer.ip()
-    });
+    let far = pong_once(listener);
     let reply = pod.run(|| ping("10.214.9.2:7780".parse().unwrap())).unwrap();
     assert_eq!(reply, "pong");
     assert_eq!(

@@ -23,6 +23,19 @@ pub fn link_exists(name: &str) -> bool {
     std::path::Path::new("/sys/class/net").join(name).exists()
 }
 
+/// Serves one "ping" → "pong" exchange on `listener`; the thread returns
+/// the address the peer came from.
+pub fn pong_once(listener: TcpListener) -> std::thread::JoinHandle<IpAddr> {
+    std::thread::spawn(move || {
+        let (mut conn, peer) = listener.accept().unwrap();
+        let mut buf = [0u8; 4];
+        conn.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ping");
+        conn.write_all(b"pong").unwrap();
+        peer.ip()
+    })
+}
+
 /// Serves one "ping" → "pong" exchange on a listener made inside `ns`
 /// (on `::`, which takes IPv4 too).
 pub fn pong_server(ns: &NetNs, port: u16) -> std::thread::JoinHandle<()> {
