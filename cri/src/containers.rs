@@ -19,7 +19,7 @@ use bulkhead_proto::monitor::{
 };
 use tokio::io::AsyncReadExt;
 
-use crate::pods::{NODE, POD, new_id, now_ns, pod_dir, runtime_root, socket_path};
+use crate::pods::{NODE, POD, new_id, now_ns, pod_dir, present, required, runtime_root, socket_path};
 use crate::service::{Context, blocking_on};
 use crate::spec::{Ns, PodFiles, PodNamespaces, SpecInput};
 use crate::state::{ContainerInfo, ContainerRecord, ContainerState as RecordState, MountInfo, PodRecord, PodState};
@@ -66,13 +66,6 @@ pub fn current_state(ctx: &Context, container: &ContainerRecord) -> RecordState 
     effective(ctx, container).0.state
 }
 
-fn required<'a>(value: &'a str, field: &'static str) -> Result<&'a str> {
-    if value.is_empty() {
-        return Err(Error::InvalidArgument { field, message: "is required".into() });
-    }
-    Ok(value)
-}
-
 fn unmount(path: &Path) -> Result<()> {
     match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
@@ -90,11 +83,8 @@ fn remove_dir(path: &Path) -> Result<()> {
 
 /// CreateContainer; returns the new id. Nothing is left of one that fails.
 pub async fn create(ctx: &Arc<Context>, request: CreateContainerRequest) -> Result<String> {
-    let config = request.config.ok_or(Error::InvalidArgument { field: "config", message: "is required".into() })?;
-    let meta = config
-        .metadata
-        .clone()
-        .ok_or(Error::InvalidArgument { field: "config.metadata", message: "is required".into() })?;
+    let config = present(request.config, "config")?;
+    let meta = present(config.metadata.clone(), "config.metadata")?;
     required(&meta.name, "config.metadata.name")?;
     let image_name = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
     required(&image_name, "config.image.image")?;

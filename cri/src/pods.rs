@@ -66,11 +66,17 @@ fn monitor_cgroup(sandbox: &SandboxInfo, id: &str) -> PathBuf {
     Path::new(&sandbox.cgroup_parent).join(id)
 }
 
-fn required<'a>(value: &'a str, field: &'static str) -> Result<&'a str> {
+/// `value`, or InvalidArgument naming `field` when it is empty.
+pub(crate) fn required<'a>(value: &'a str, field: &'static str) -> Result<&'a str> {
     if value.is_empty() {
         return Err(Error::InvalidArgument { field, message: "is required".into() });
     }
     Ok(value)
+}
+
+/// `value`, or InvalidArgument naming `field` when it is absent.
+pub(crate) fn present<T>(value: Option<T>, field: &'static str) -> Result<T> {
+    value.ok_or(Error::InvalidArgument { field, message: "is required".into() })
 }
 
 fn port_mappings(mappings: &[PortMapping_]) -> Result<Vec<PortMapping>> {
@@ -148,11 +154,8 @@ fn write_file(path: &Path, contents: &[u8]) -> Result<()> {
 
 /// Runs a pod; returns its id. Nothing is left of a pod that fails.
 pub async fn run(ctx: &Arc<Context>, request: RunPodSandboxRequest) -> Result<String> {
-    let config = request.config.ok_or(Error::InvalidArgument { field: "config", message: "is required".into() })?;
-    let meta = config
-        .metadata
-        .clone()
-        .ok_or(Error::InvalidArgument { field: "config.metadata", message: "is required".into() })?;
+    let config = present(request.config, "config")?;
+    let meta = present(config.metadata.clone(), "config.metadata")?;
     required(&meta.name, "config.metadata.name")?;
     required(&meta.namespace, "config.metadata.namespace")?;
     required(&meta.uid, "config.metadata.uid")?;

@@ -146,3 +146,9 @@ pub async fn remove_pod(node: &Node, pod_id: &str) {
     rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.into() }).await.unwrap();
     rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id.into() }).await.unwrap();
 }
+
+/// PodSandboxStatus of `pod_id`.
+pub async fn pod_status(node: &Node, pod_id: &str) -> PodSandboxStatus {
+    let req = PodSandboxStatusRequest { pod_sandbox_id: pod_id.into(), verbose: false };
+    node.daemon.runtime().await.pod_sandbox_status(req).await.unwrap().into_inner().status.unwrap()
+}

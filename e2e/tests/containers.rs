@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bulkhead_e2e::cri::*;
 use bulkhead_e2e::pod::{
-    Node, container_config, exec, node, pod_config, remove_pod, run_container, run_pod, wait_state,
+    Node, container_config, exec, node, pod_config, pod_status, remove_pod, run_container, run_pod, wait_state,
 };
 
 fn security(config: &mut ContainerConfig) -> &mut LinuxContainerSecurityContext {
@@ -147,16 +147,7 @@ async fn host_ports_and_host_network_pods() {
         ..LinuxSandboxSecurityContext::default()
     });
     let hostnet = run_pod(&node, config).await;
-    let status = node
-        .daemon
-        .runtime()
-        .await
-        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: hostnet.0.clone(), verbose: false })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = pod_status(&node, &hostnet.0).await;
     assert_eq!(status.network.unwrap().ip, "", "no pod IP on the node's network");
     let c = run_container(&node, &hostnet, sleeper(&node, "c")).await;
     let (_, out) = exec(&node, &c, "/bin/busybox hostname; /bin/busybox ip -o link").await;
@@ -185,16 +176,7 @@ async fn pods_are_networked_by_cni_plugins_when_configured() {
     )
     .unwrap();
     let pod = run_pod(&node, pod_config(&node, "cni")).await;
-    let status = node
-        .daemon
-        .runtime()
-        .await
-        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: pod.0.clone(), verbose: false })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = pod_status(&node, &pod.0).await;
     let ip = status.network.unwrap().ip;
     assert!(ip.starts_with("10.218.8."), "the CNI range: {ip}");
     let c = run_container(&node, &pod, sleeper(&node, "c")).await;

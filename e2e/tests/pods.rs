@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bulkhead_e2e::cri::*;
 use bulkhead_e2e::pod::{
-    container_config, container_status, exec, node, pod_config, run_container, run_pod, wait_state,
+    container_config, container_status, exec, node, pod_config, pod_status, run_container, run_pod, wait_state,
 };
 
 mod pods {
@@ -174,13 +174,7 @@ async fn a_pod_runs_containers_as_kubelet_expects_and_leaves_nothing() {
 
     rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
     rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
-    let pod = rt
-        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: pod_id.clone(), verbose: false })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let pod = pod_status(&node, &pod_id).await;
     assert_eq!(pod.state, PodSandboxState::SandboxNotready as i32);
     rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
     rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.unwrap();
@@ -255,7 +249,6 @@ async fn bad_requests_get_clear_statuses_and_leave_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_outlive_a_daemon_kill_9_and_are_adopted_on_restart() {
     let mut node = node("10.218.3.0/24").await;
-    let mut rt = node.daemon.runtime().await;
     let mut pods = Vec::new();
     for i in 0..20 {
         let pod = run_pod(&node, pod_config(&node, &format!("keep-{i}"))).await;
@@ -270,16 +263,7 @@ async fn pods_outlive_a_daemon_kill_9_and_are_adopted_on_restart() {
     }
     let (first_pod, first) = pods[0].clone();
     wait_state(&node, &first, ContainerState::ContainerRunning).await;
-    let ip_before = rt
-        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: first_pod.clone(), verbose: false })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap()
-        .network
-        .unwrap()
-        .ip;
+    let ip_before = pod_status(&node, &first_pod).await.network.unwrap().ip;
 
     node.daemon.kill9();
     // While the daemon is down the first container finishes.
@@ -297,13 +281,7 @@ async fn pods_outlive_a_daemon_kill_9_and_are_adopted_on_restart() {
     let done = wait_state(&node, &first, ContainerState::ContainerExited).await;
     assert_eq!(done.exit_code, 42, "the true exit code of a container that ended during the downtime");
     assert!(done.finished_at >= before_exit, "and its true time");
-    let pod = rt
-        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: first_pod.clone(), verbose: false })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let pod = pod_status(&node, &first_pod).await;
     assert_eq!(pod.network.unwrap().ip, ip_before, "the pod keeps its address");
     let log = node.daemon.sandbox.dir.path().join("logs/keep-0/app/0.log");
     let text = std::fs::read_to_string(&log).unwrap();
@@ -335,13 +313,7 @@ async fn a_pod_whose_monitor_died_is_not_ready_and_still_removed_cleanly() {
     let monitor = info["sandbox"]["monitor_pid"].as_i64().unwrap() as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor), nix::sys::signal::Signal::SIGKILL).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pod = rt
-        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: pod_id.clone(), verbose: false })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let pod = pod_status(&node, &pod_id).await;
     assert_eq!(pod.state, PodSandboxState::SandboxNotready as i32, "the monitor's death is reported");
     // Stop and Remove still work, and the harness finds nothing left (the
     // container's processes included).
