@@ -65,14 +65,10 @@ pub fn stopped(ctx: &Context, id: &str, pod_id: &str) {
 
 /// Announces `kind` for container `id` (or, with `pod`, for the pod sandbox `id`).
 pub fn emit(ctx: &Context, id: &str, pod_id: &str, kind: ContainerEventType) {
-    let pod_sandbox_status = crate::pods::status(ctx, pod_id, false).ok().and_then(|r| r.status);
-    let containers_statuses = ctx
-        .state
-        .containers()
-        .into_iter()
-        .filter(|c| c.pod_id == pod_id)
-        .filter_map(|c| containers::status(ctx, &c.id, false).ok().and_then(|r| r.status))
-        .collect();
+    let (pod_sandbox_status, containers_statuses) = match crate::pods::status(ctx, pod_id, false) {
+        Ok(r) => (r.status, r.containers_statuses),
+        Err(_) => (None, Vec::new()),
+    };
     ctx.events.send(ContainerEventResponse {
         container_id: id.to_owned(),
         container_event_type: kind as i32,

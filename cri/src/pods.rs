@@ -487,7 +487,15 @@ pub fn status(ctx: &Context, id: &str, verbose: bool) -> Result<PodSandboxStatus
         });
         info.insert("info".to_owned(), value.to_string());
     }
-    Ok(PodSandboxStatusResponse { status: Some(status), info, containers_statuses: Vec::new(), timestamp: now_ns() })
+    // The pod's containers too, as kubelet's evented PLEG reads them here.
+    let containers_statuses = ctx
+        .state
+        .containers()
+        .into_iter()
+        .filter(|c| c.pod_id == id)
+        .filter_map(|c| crate::containers::status(ctx, &c.id, false).ok().and_then(|r| r.status))
+        .collect();
+    Ok(PodSandboxStatusResponse { status: Some(status), info, containers_statuses, timestamp: now_ns() })
 }
 
 fn labels_match(labels: &BTreeMap<String, String>, selector: &std::collections::HashMap<String, String>) -> bool {
