@@ -178,8 +178,9 @@ pub async fn run(ctx: &Arc<Context>, request: RunPodSandboxRequest) -> Result<St
     }
     let ports = port_mappings(&config.port_mappings)?;
     let key = format!("{}_{}_{}_{}", meta.name, meta.namespace, meta.uid, meta.attempt);
-    // Reserving the name and writing the record happen under one lock.
-    let _names = ctx.locks.lock("pod-names").await;
+    // Checking the name and writing the record happen under the name's own
+    // lock: pods of different names are made at the same time.
+    let _name = ctx.locks.lock(&format!("pod-name:{key}")).await;
     if let Some(taken) = ctx.state.pods().into_iter().find(|p| {
         (p.name.as_str(), p.namespace.as_str(), p.uid.as_str(), p.attempt)
             == (meta.name.as_str(), meta.namespace.as_str(), meta.uid.as_str(), meta.attempt)

@@ -224,32 +224,44 @@ struct Host {
     cap_last_cap: u32,
     /// The node's hostname, for `HOSTNAME` when the pod has none.
     hostname: String,
-    /// `/proc/self/mountinfo`, to check the propagation of bind sources.
-    mountinfo: String,
+    /// `/proc/self/mountinfo`, to check the propagation of bind sources:
+    /// read when a bind first needs it (the table grows with every pod).
+    mountinfo: std::cell::OnceCell<String>,
     /// Where the host's device nodes are, for privileged containers.
     dev: PathBuf,
 }
 
+/// The host's cgroup facts: cgroup v2 alone, hugetlb, swap accounting.
+/// They do not change while the daemon runs, and finding them reads the
+/// mount table, which grows with every pod: found once.
+fn cgroup_facts() -> Result<(bool, bool, bool)> {
+    static FACTS: std::sync::OnceLock<(bool, bool, bool)> = std::sync::OnceLock::new();
+    if let Some(facts) = FACTS.get() {
+        return Ok(*facts);
+    }
+    let path = Path::new("/proc/self/mountinfo");
+    let mountinfo = std::fs::read_to_string(path).map_err(Error::io("read", path))?;
+    Ok(*FACTS.get_or_init(|| match Layout::parse(&mountinfo) {
+        Some(Layout::Unified { mountpoint }) => {
+            let controllers = std::fs::read_to_string(mountpoint.join("cgroup.controllers")).unwrap_or_default();
+            let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+            let swap = own
+                .lines()
+                .find_map(|line| line.strip_prefix("0::"))
+                .is_some_and(|cg| mountpoint.join(cg.trim_start_matches('/')).join("memory.swap.max").exists());
+            (true, controllers.split_whitespace().any(|c| c == "hugetlb"), swap)
+        }
+        Some(Layout::Hybrid { v1_controllers, .. } | Layout::Legacy { v1_controllers }) => {
+            let swap = Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists();
+            (false, v1_controllers.iter().any(|c| c == "hugetlb"), swap)
+        }
+        None => (false, false, false),
+    }))
+}
+
 impl Host {
     fn probe() -> Result<Host> {
-        let path = Path::new("/proc/self/mountinfo");
-        let mountinfo = std::fs::read_to_string(path).map_err(Error::io("read", path))?;
-        let (cgroup_v2, hugetlb, swap) = match Layout::parse(&mountinfo) {
-            Some(Layout::Unified { mountpoint }) => {
-                let controllers = std::fs::read_to_string(mountpoint.join("cgroup.controllers")).unwrap_or_default();
-                let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-                let swap = own
-                    .lines()
-                    .find_map(|line| line.strip_prefix("0::"))
-                    .is_some_and(|cg| mountpoint.join(cg.trim_start_matches('/')).join("memory.swap.max").exists());
-                (true, controllers.split_whitespace().any(|c| c == "hugetlb"), swap)
-            }
-            Some(Layout::Hybrid { v1_controllers, .. } | Layout::Legacy { v1_controllers }) => {
-                let swap = Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists();
-                (false, v1_controllers.iter().any(|c| c == "hugetlb"), swap)
-            }
-            None => (false, false, false),
-        };
+        let (cgroup_v2, hugetlb, swap) = cgroup_facts()?;
         let path = Path::new("/proc/sys/kernel/cap_last_cap");
         let text = std::fs::read_to_string(path).map_err(Error::io("read", path))?;
         let cap_last_cap = text
@@ -260,7 +272,18 @@ impl Host {
             .map_err(|e| Error::Internal(format!("gethostname: {e}")))?
             .to_string_lossy()
             .into_owned();
+        let mountinfo = std::cell::OnceCell::new();
         Ok(Host { cgroup_v2, hugetlb, swap, cap_last_cap, hostname, mountinfo, dev: PathBuf::from("/dev") })
+    }
+
+    /// The mount table, read on first use.
+    fn mountinfo(&self) -> Result<&str> {
+        if let Some(text) = self.mountinfo.get() {
+            return Ok(text);
+        }
+        let path = Path::new("/proc/self/mountinfo");
+        let text = std::fs::read_to_string(path).map_err(Error::io("read", path))?;
+        Ok(self.mountinfo.get_or_init(|| text))
     }
 }
 
@@ -939,7 +962,7 @@ fn mount_of(mountinfo: &str, path: &Path) -> Option<(PathBuf, String)> {
 
 /// containerd's `ensureShared` / `ensureSharedOrSlave` for a bind source.
 fn check_propagation(host: &Host, bind: &Bind, slave_ok: bool) -> Result<()> {
-    let (point, optional) = mount_of(&host.mountinfo, &bind.host_path).unwrap_or_default();
+    let (point, optional) = mount_of(host.mountinfo()?, &bind.host_path).unwrap_or_default();
     let ok = optional.split(' ').any(|o| o.starts_with("shared:") || (slave_ok && o.starts_with("master:")));
     if ok {
         return Ok(());
@@ -1480,7 +1503,7 @@ mod tests {
                 swap: true,
                 cap_last_cap: 40,
                 hostname: "node-1".into(),
-                mountinfo: String::new(),
+                mountinfo: std::cell::OnceCell::from(String::new()),
                 dev: dir.path().join("dev"),
             };
             let pod = PodSandboxConfig {
@@ -1975,12 +1998,12 @@ mod tests {
         let shared = f.bind("shared");
         let slave = f.bind("slave");
         let private = f.bind("private");
-        f.host.mountinfo = format!(
+        f.host.mountinfo = std::cell::OnceCell::from(format!(
             "1 0 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n\
              2 1 0:40 / {shared} rw shared:7 - tmpfs tmpfs rw\n\
              3 1 0:41 / {slave} rw master:9 - tmpfs tmpfs rw\n\
              4 1 0:42 / {private} rw - tmpfs tmpfs rw\n"
-        );
+        ));
         let m = |path: &str, host: &str, propagation: MountPropagation| CriMount {
             container_path: path.into(),
             host_path: host.into(),

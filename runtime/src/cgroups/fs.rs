@@ -52,6 +52,20 @@ fn write_err(path: &Path, value: &str) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::CgroupWrite { path, value, source }
 }
 
+/// The host's cgroup mounts, read from /proc/self/mountinfo once per
+/// process: hierarchies are mounted at boot, while the whole table grows
+/// with every container and pod (a third of a pod start's CPU went into
+/// reading it on each cgroup lookup).
+fn host_cgroup_mounts() -> Result<Vec<crate::mountinfo::Mount>> {
+    static MOUNTS: std::sync::OnceLock<Vec<crate::mountinfo::Mount>> = std::sync::OnceLock::new();
+    if let Some(mounts) = MOUNTS.get() {
+        return Ok(mounts.clone());
+    }
+    let all = crate::mountinfo::read(Path::new("/proc/self/mountinfo"))?;
+    let cgroup: Vec<_> = all.into_iter().filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2").collect();
+    Ok(MOUNTS.get_or_init(|| cgroup).clone())
+}
+
 fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.to_owned();
     move |source| Error::Read { path, source }
@@ -135,7 +149,7 @@ impl Cgroup {
 
     /// The cgroup at `path` on this host.
     pub fn for_host(path: &Path) -> Result<Cgroup> {
-        let mounts = crate::mountinfo::read(Path::new("/proc/self/mountinfo"))?;
+        let mounts = host_cgroup_mounts()?;
         let own = std::fs::read_to_string("/proc/self/cgroup").map_err(read_err(Path::new("/proc/self/cgroup")))?;
         Cgroup::resolve(&mounts, &own, path)
     }
