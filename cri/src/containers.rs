@@ -234,8 +234,13 @@ async fn make(
     let text = serde_json::to_vec(&spec).map_err(|e| Error::Internal(format!("encode the OCI spec: {e}")))?;
     std::fs::write(&config_path, text).map_err(Error::io("write", &config_path))?;
     let log_path = (!record.log_path.is_empty()).then(|| PathBuf::from(&record.log_path));
-    let create =
-        MonitorRequest::Create { id: record.id.clone(), bundle: record.made.bundle.clone(), log_path, tty: config.tty };
+    let create = MonitorRequest::Create {
+        id: record.id.clone(),
+        bundle: record.made.bundle.clone(),
+        log_path,
+        tty: config.tty,
+        stdin: config.stdin,
+    };
     monitor::ask(&pod.id, &socket_path(ctx, &pod.id), &create).await
 }
 

@@ -267,3 +267,21 @@ async fn a_tty_container_writes_its_terminal_to_the_log() {
     assert!(text.lines().all(|l| l.split(' ').nth(1) == Some("stdout")), "{text}");
     remove_pod(&node, &pod.0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_is_held_open_when_asked_for_and_empty_otherwise() {
+    let node = node("10.218.12.0/24").await;
+    let pod = run_pod(&node, pod_config(&node, "stdin")).await;
+    // `cat` waits on an open stdin; with none (/dev/null) it ends at once.
+    let mut open = container_config(&node, "open", "/bin/busybox cat; echo stdin-closed");
+    open.stdin = true;
+    let open = run_container(&node, &pod, open).await;
+    let closed =
+        run_container(&node, &pod, container_config(&node, "closed", "/bin/busybox cat; echo stdin-closed")).await;
+    let done = wait_state(&node, &closed, ContainerState::ContainerExited).await;
+    assert_eq!(done.exit_code, 0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let still = bulkhead_e2e::pod::container_status(&node, &open).await;
+    assert_eq!(still.state, ContainerState::ContainerRunning as i32, "cat still waits on its stdin");
+    remove_pod(&node, &pod.0).await;
+}

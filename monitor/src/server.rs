@@ -62,6 +62,9 @@ struct Container {
     log: Option<Log>,
     /// The read ends of stdout and stderr, until they reach end of file.
     pipes: [Option<File>; 2],
+    /// The write end of the container's stdin, held open so that reading
+    /// it waits instead of ending (an attach will write to it).
+    _stdin: Option<File>,
 }
 
 struct Monitor {
@@ -246,6 +249,9 @@ fn detach_stdio(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// A created container: its runtime state, output pipes and stdin's write end.
+type Created = (bulkhead_runtime::container::State, [Option<File>; 2], Option<File>);
+
 fn nonblocking(fd: &OwnedFd) -> Result<(), Errno> {
     let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
     fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(drop)
@@ -412,7 +418,7 @@ impl Monitor {
 
     fn handle(&mut self, request: Request) -> Result<(), String> {
         match request {
-            Request::Create { id, bundle, log_path, tty } => self.create(id, &bundle, log_path, tty),
+            Request::Create { id, bundle, log_path, tty, stdin } => self.create(id, &bundle, log_path, tty, stdin),
             Request::Start { id } => {
                 let container = self.containers.get_mut(&id).ok_or_else(|| format!("container {id} not found"))?;
                 self.runtime.start(&id).map_err(|e| e.to_string())?;
@@ -452,13 +458,20 @@ impl Monitor {
         }
     }
 
-    fn create(&mut self, id: String, bundle: &Path, log_path: Option<PathBuf>, tty: bool) -> Result<(), String> {
+    fn create(
+        &mut self,
+        id: String,
+        bundle: &Path,
+        log_path: Option<PathBuf>,
+        tty: bool,
+        stdin: bool,
+    ) -> Result<(), String> {
         if self.containers.contains_key(&id) {
             return Err(format!("container {id} already exists in pod {}", self.options.pod_id));
         }
         let log = log_path.as_deref().map(Log::open).transpose().map_err(|e| format!("open the log file: {e}"))?;
-        let (state, pipes) =
-            if tty { self.create_with_terminal(&id, bundle)? } else { self.create_with_pipes(&id, bundle)? };
+        let (state, pipes, stdin) =
+            if tty { self.create_with_terminal(&id, bundle)? } else { self.create_with_pipes(&id, bundle, stdin)? };
         let record = ContainerRecord {
             id: id.clone(),
             state: ContainerState::Created,
@@ -475,39 +488,37 @@ impl Monitor {
             let _ = self.runtime.delete(&id, true);
             return Err(e.to_string());
         }
-        self.containers.insert(id, Container { record, log, pipes });
+        self.containers.insert(id, Container { record, log, pipes, _stdin: stdin });
         Ok(())
     }
 
     /// Creates the container with stdout and stderr on pipes of ours.
-    fn create_with_pipes(
-        &mut self,
-        id: &str,
-        bundle: &Path,
-    ) -> Result<(bulkhead_runtime::container::State, [Option<File>; 2]), String> {
-        let null = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    fn create_with_pipes(&mut self, id: &str, bundle: &Path, stdin: bool) -> Result<Created, String> {
         let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
+        // stdin: a pipe whose write end we keep when asked for, else /dev/null.
+        let (in_r, in_w): (OwnedFd, Option<OwnedFd>) = if stdin {
+            let (r, w) = pipe()?;
+            (r, Some(w))
+        } else {
+            (File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?.into(), None)
+        };
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let options = CreateOptions {
-            stdio: Some([null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()]),
+            stdio: Some([in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()]),
             ..CreateOptions::default()
         };
         let state = self.runtime.create(id, bundle, &options).map_err(|e| e.to_string())?;
-        drop((out_w, err_w, null));
+        drop((out_w, err_w, in_r));
         for pipe in [&out_r, &err_r] {
             nonblocking(pipe).map_err(|e| format!("pipe: {e}"))?;
         }
-        Ok((state, [Some(File::from(out_r)), Some(File::from(err_r))]))
+        Ok((state, [Some(File::from(out_r)), Some(File::from(err_r))], in_w.map(File::from)))
     }
 
     /// Creates the container with a terminal: its master comes back over
     /// a console socket of ours (runc's protocol) and is read as stdout.
-    fn create_with_terminal(
-        &mut self,
-        id: &str,
-        bundle: &Path,
-    ) -> Result<(bulkhead_runtime::container::State, [Option<File>; 2]), String> {
+    fn create_with_terminal(&mut self, id: &str, bundle: &Path) -> Result<Created, String> {
         // Beside the control socket, whose directory keeps paths short enough for sun_path.
         let path = self.options.socket.with_extension(format!("{}.console", &id[..id.len().min(12)]));
         let _ = std::fs::remove_file(&path);
@@ -527,7 +538,7 @@ impl Monitor {
             None => return Err(format!("container {id}: no terminal")),
         };
         nonblocking(&master).map_err(|e| format!("terminal: {e}"))?;
-        Ok((state, [Some(File::from(master)), None]))
+        Ok((state, [Some(File::from(master)), None], None))
     }
 
     /// Kills every container, waits (bounded) for their exits and records them.

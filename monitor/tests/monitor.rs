@@ -130,7 +130,8 @@ fn containers_run_in_the_pod_with_logs_and_exits_recorded_then_shutdown_leaves_n
     let pod = Pod::start("pod-host");
     let log = pod.dir.path().join("logs/c1/0.log");
     let bundle = pod.bundle("c1", "hostname; echo to-err >&2; printf 'no newline'; exit 3");
-    let created = pod.ask(&Request::Create { id: "c1".into(), bundle, log_path: Some(log.clone()), tty: false });
+    let created =
+        pod.ask(&Request::Create { id: "c1".into(), bundle, log_path: Some(log.clone()), tty: false, stdin: false });
     assert_eq!(created, Response::Ok);
     assert_eq!(pod.record("c1").unwrap().state, ContainerState::Created);
     assert_eq!(pod.ask(&Request::Start { id: "c1".into() }), Response::Ok);
@@ -143,10 +144,16 @@ fn containers_run_in_the_pod_with_logs_and_exits_recorded_then_shutdown_leaves_n
 
     // A long runner stopped by a signal; another left for Shutdown.
     let bundle = pod.bundle("c2", "trap 'exit 143' TERM; echo up; while true; do sleep 0.1; done");
-    assert_eq!(pod.ask(&Request::Create { id: "c2".into(), bundle, log_path: None, tty: false }), Response::Ok);
+    assert_eq!(
+        pod.ask(&Request::Create { id: "c2".into(), bundle, log_path: None, tty: false, stdin: false }),
+        Response::Ok
+    );
     assert_eq!(pod.ask(&Request::Start { id: "c2".into() }), Response::Ok);
     let bundle = pod.bundle("c3", "exec sleep 1000");
-    assert_eq!(pod.ask(&Request::Create { id: "c3".into(), bundle, log_path: None, tty: false }), Response::Ok);
+    assert_eq!(
+        pod.ask(&Request::Create { id: "c3".into(), bundle, log_path: None, tty: false, stdin: false }),
+        Response::Ok
+    );
     assert_eq!(pod.ask(&Request::Start { id: "c3".into() }), Response::Ok);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(pod.ask(&Request::Signal { id: "c2".into(), signal: 15, all: false }), Response::Ok);

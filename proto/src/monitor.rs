@@ -23,12 +23,16 @@ pub enum Request {
     /// waits for `Start`); its stdout and stderr go to the CRI log at
     /// `log_path` (none: discarded). With `tty` (the bundle's
     /// `process.terminal`), its terminal's output goes there as stdout.
+    /// With `stdin`, its stdin is a pipe the monitor holds open (for an
+    /// attach to write to); else /dev/null.
     Create {
         id: String,
         bundle: PathBuf,
         log_path: Option<PathBuf>,
         #[serde(default)]
         tty: bool,
+        #[serde(default)]
+        stdin: bool,
     },
     /// Lets a created container run its program.
     Start { id: String },
