@@ -17,3 +17,45 @@ install_missing() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"
     fi
 }
+
+# crun refuses to run while any cgroup controller sits on the v2 hierarchy
+# of a hybrid host; the last one there is hugetlb. mount_hugetlb_v1 mounts a
+# v1 hugetlb hierarchy (only when hugetlb is on v2), unmount_hugetlb_v1 undoes
+# it, returning 1 if hugetlb does not come back to v2.
+hugetlb=/sys/fs/cgroup/hugetlb
+hugetlb_made_dir=
+hugetlb_mounted=
+hugetlb_on_v2() { grep -qw hugetlb /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null; }
+mount_hugetlb_v1() {
+    if hugetlb_on_v2 && ! mountpoint -q "$hugetlb"; then
+        [ -d "$hugetlb" ] || { mkdir -p "$hugetlb" && hugetlb_made_dir=1; }
+        mount -t cgroup -o hugetlb cgroup "$hugetlb"
+        hugetlb_mounted=1
+        echo "mounted a cgroup v1 hugetlb hierarchy at $hugetlb (crun refuses hybrid cgroups); unmounted at exit"
+    fi
+}
+unmount_hugetlb_v1() {
+    [ -n "$hugetlb_mounted" ] || return 0
+    local attempt
+    for attempt in 1 2 3; do
+        sleep 1 # the kernel releases the cgroups the runtimes just removed
+        umount "$hugetlb"
+        for _ in $(seq 10); do
+            if hugetlb_on_v2; then
+                [ -z "$hugetlb_made_dir" ] || rmdir "$hugetlb"
+                hugetlb_mounted=
+                echo "unmounted the cgroup v1 hugetlb hierarchy at $hugetlb; hugetlb is back on cgroup v2"
+                return 0
+            fi
+            sleep 0.5
+        done
+        # Unmounted while a removed cgroup was still being released, the
+        # hierarchy lingers, invisible, holding hugetlb (/proc/cgroups shows
+        # it). Mounting it again finds it; then unmount again.
+        echo "hugetlb did not return to cgroup v2 (attempt $attempt); mounting and unmounting again"
+        mount -t cgroup -o hugetlb cgroup "$hugetlb"
+    done
+    echo "LEFT: hugetlb does not return to cgroup v2: left mounted at $hugetlb" >&2
+    return 1
+}
+

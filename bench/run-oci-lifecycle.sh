@@ -26,39 +26,8 @@ commit="$(git rev-parse --short HEAD)$([ -z "$(git status --porcelain -- runtime
 cargo build --release -p bulkhead-runtime -p bulkhead-bench
 target="${CARGO_TARGET_DIR:-target}/release"
 
-hugetlb=/sys/fs/cgroup/hugetlb
-made_dir=
-mounted=
-on_v2() { grep -qw hugetlb /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null; }
-unmount_hugetlb() {
-    [ -n "$mounted" ] || return 0
-    local attempt
-    for attempt in 1 2 3; do
-        sleep 1 # the kernel releases the cgroups the runtimes just removed
-        umount "$hugetlb"
-        for _ in $(seq 10); do
-            if on_v2; then
-                [ -z "$made_dir" ] || rmdir "$hugetlb"
-                echo "unmounted the cgroup v1 hugetlb hierarchy at $hugetlb; hugetlb is back on cgroup v2"
-                return 0
-            fi
-            sleep 0.5
-        done
-        # Unmounted while a removed cgroup was still being released, the
-        # hierarchy lingers, invisible, holding hugetlb (/proc/cgroups shows
-        # it). Mounting it again finds it; then unmount again.
-        echo "hugetlb did not return to cgroup v2 (attempt $attempt); mounting and unmounting again"
-        mount -t cgroup -o hugetlb cgroup "$hugetlb"
-    done
-    echo "warning: hugetlb does not return to cgroup v2: left mounted at $hugetlb" >&2
-}
-if on_v2 && ! mountpoint -q "$hugetlb"; then
-    [ -d "$hugetlb" ] || { mkdir -p "$hugetlb" && made_dir=1; }
-    mount -t cgroup -o hugetlb cgroup "$hugetlb"
-    mounted=1
-    trap unmount_hugetlb EXIT
-    echo "mounted a cgroup v1 hugetlb hierarchy at $hugetlb (crun refuses hybrid cgroups); unmounted at exit"
-fi
+trap unmount_hugetlb_v1 EXIT
+mount_hugetlb_v1
 
 echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "host:    $(nproc) cores, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"

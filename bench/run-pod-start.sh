@@ -65,32 +65,6 @@ image="$base/fs.ext4"
 mnt="$base/mnt"
 run="$base/run"
 bench_pid=
-hugetlb=/sys/fs/cgroup/hugetlb
-hugetlb_made_dir=
-hugetlb_mounted=
-on_v2() { grep -qw hugetlb /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null; }
-unmount_hugetlb() {
-    [ -n "$hugetlb_mounted" ] || return 0
-    local attempt
-    for attempt in 1 2 3; do
-        sleep 1 # the kernel releases the cgroups the runtimes just removed
-        umount "$hugetlb"
-        for _ in $(seq 10); do
-            if on_v2; then
-                [ -z "$hugetlb_made_dir" ] || rmdir "$hugetlb"
-                echo "unmounted the cgroup v1 hugetlb hierarchy at $hugetlb; hugetlb is back on cgroup v2"
-                return 0
-            fi
-            sleep 0.5
-        done
-        # Unmounted while a removed cgroup was still being released, the
-        # hierarchy lingers, invisible; mounting it again finds it.
-        echo "hugetlb did not return to cgroup v2 (attempt $attempt); mounting and unmounting again"
-        mount -t cgroup -o hugetlb cgroup "$hugetlb"
-    done
-    echo "LEFT: hugetlb does not return to cgroup v2: left mounted at $hugetlb" >&2
-    return 1
-}
 cleanup() {
     local status=$? p left=0
     set +e
@@ -163,7 +137,7 @@ cleanup() {
         fi
     done
     rm -rf "$before"
-    unmount_hugetlb || left=1
+    unmount_hugetlb_v1 || left=1
     [ "$left" = 1 ] || echo "cleaned up: no process, mount, loop device, veth, bridge, network namespace, cgroup, nftables table, iptables rule or host file left"
     [ "$status" != 0 ] || [ "$left" = 0 ] || status=1
     exit "$status"
@@ -171,12 +145,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if on_v2 && ! mountpoint -q "$hugetlb"; then
-    [ -d "$hugetlb" ] || { mkdir -p "$hugetlb" && hugetlb_made_dir=1; }
-    mount -t cgroup -o hugetlb cgroup "$hugetlb"
-    hugetlb_mounted=1
-    echo "mounted a cgroup v1 hugetlb hierarchy at $hugetlb (crun refuses hybrid cgroups); unmounted at exit"
-fi
+mount_hugetlb_v1
 
 truncate -s 16G "$image"
 mkfs.ext4 -q -F "$image" # with its default journal
