@@ -59,3 +59,35 @@ unmount_hugetlb_v1() {
     return 1
 }
 
+# The root file system here is ext4 without a journal, whose inode
+# allocator crawls after large deletes (see /work/shared/PEERS.md): every
+# contender's files go on one journaled ext4 of their own instead.
+# make_journaled_fs IMAGE DIR makes a sparse 16 GiB image and mounts it at DIR.
+make_journaled_fs() {
+    truncate -s 16G "$1"
+    mkfs.ext4 -q -F "$1" # with its default journal
+    mkdir "$2"
+    mount -o loop "$1" "$2"
+}
+
+# unmount_tree DIR [WORD]: unmounts what is below DIR (deepest first, each
+# named on stderr after WORD) and then DIR itself; returns 1 if anything was
+# below it.
+unmount_tree() {
+    local m="$1" word="${2:-warning: unmounting leftover}" below=0 p
+    mountpoint -q "$m" || return 0
+    if grep -q " $m/" /proc/self/mountinfo; then below=1; fi
+    awk -v m="$m/" 'index($5, m) == 1 { print $5 }' /proc/self/mountinfo | sort -r | while read -r p; do
+        echo "$word $p" >&2
+        umount "$p" || umount -l "$p"
+    done
+    umount "$m" || { sleep 2; umount "$m"; } || umount -l "$m"
+    return "$below"
+}
+
+# free_loop IMAGE: detaches the loop devices of IMAGE.
+free_loop() {
+    local p
+    for p in $(losetup -j "$1" -O NAME -n 2>/dev/null); do losetup -d "$p"; done
+}
+

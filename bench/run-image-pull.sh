@@ -52,15 +52,8 @@ cleanup() {
         kill -KILL -- "-$bench_pid" 2>/dev/null
         sleep 1
     fi
-    if mountpoint -q "$mnt"; then
-        # Mounts below it (there should be none), deepest first.
-        awk -v m="$mnt/" 'index($5, m) == 1 { print $5 }' /proc/self/mountinfo | sort -r | while read -r p; do
-            echo "warning: unmounting leftover $p" >&2
-            umount "$p" || umount -l "$p"
-        done
-        umount "$mnt" || { sleep 2; umount "$mnt"; } || umount -l "$mnt"
-    fi
-    for p in $(losetup -j "$image" -O NAME -n 2>/dev/null); do losetup -d "$p"; done
+    unmount_tree "$mnt" # mounts below it (there should be none) first
+    free_loop "$image"
     rm -rf "$base"
     # Nothing may be left.
     local left=0
@@ -84,10 +77,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-truncate -s 16G "$image"
-mkfs.ext4 -q -F "$image" # with its default journal
-mkdir "$mnt"
-mount -o loop "$image" "$mnt"
+make_journaled_fs "$image" "$mnt"
 echo "contenders' roots and the registry on $(findmnt -n -o SOURCE,FSTYPE,OPTIONS "$mnt") at $mnt (a journaled ext4 image on $(findmnt -n -o FSTYPE -T /var/tmp))"
 
 echo "date:       $(date -u +%Y-%m-%dT%H:%M:%SZ)"

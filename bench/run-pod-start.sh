@@ -85,15 +85,9 @@ cleanup() {
         left=1
     fi
     for m in "$run" "$mnt"; do
-        mountpoint -q "$m" || continue
-        if grep -q " $m/" /proc/self/mountinfo; then left=1; fi
-        awk -v m="$m/" 'index($5, m) == 1 { print $5 }' /proc/self/mountinfo | sort -r | while read -r p; do
-            echo "LEFT: mount $p (unmounting)" >&2
-            umount "$p" || umount -l "$p"
-        done
-        umount "$m" || { sleep 2; umount "$m"; } || umount -l "$m"
+        unmount_tree "$m" "LEFT: mount (unmounting)" || left=1
     done
-    for p in $(losetup -j "$image" -O NAME -n 2>/dev/null); do losetup -d "$p"; done
+    free_loop "$image"
     rm -rf "$base"
     # veths on the bridges, then the bridges and bulkhead's table (the run's own).
     for b in "${bridges[@]}"; do
@@ -147,10 +141,7 @@ trap 'exit 130' INT TERM
 
 mount_hugetlb_v1
 
-truncate -s 16G "$image"
-mkfs.ext4 -q -F "$image" # with its default journal
-mkdir "$mnt"
-mount -o loop "$image" "$mnt"
+make_journaled_fs "$image" "$mnt"
 mkdir "$run"
 mount -t tmpfs -o mode=0711,size=2g tmpfs "$run"
 echo "roots, pod logs, registry: $(findmnt -n -o SOURCE,FSTYPE,OPTIONS "$mnt") at $mnt (a journaled ext4 image on $(findmnt -n -o FSTYPE -T /var/tmp))"

@@ -848,19 +848,5 @@ async fn measure(args: Args, bulkhead: PathBuf, work: &Path) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("image-pull: tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("image-pull: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    bulkhead_bench::main_with("image-pull", run(Args::parse()))
 }

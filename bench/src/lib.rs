@@ -3,3 +3,25 @@
 //! It must not hold a benchmark's logic: only what two of them repeat.
 
 pub mod daemon;
+
+use std::future::Future;
+use std::process::ExitCode;
+
+/// Runs a bench's `run` on a two-thread tokio runtime; an error is printed
+/// after the program's name and fails the exit code.
+pub fn main_with(name: &str, run: impl Future<Output = daemon::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{name}: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

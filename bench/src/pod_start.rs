@@ -1459,19 +1459,5 @@ async fn measure(args: Args, bulkhead: PathBuf, work: &Path, run: &Path) -> Resu
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("pod-start: tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("pod-start: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    bulkhead_bench::main_with("pod-start", run(Args::parse()))
 }
