@@ -91,3 +91,20 @@ free_loop() {
     for p in $(losetup -j "$1" -O NAME -n 2>/dev/null); do losetup -d "$p"; done
 }
 
+# run_bench TMPDIR COMMAND...: prints and runs a bench program in a process
+# group of its own (bench_pid names it, so a cleanup trap can stop whatever
+# it started), with TMPDIR for the registry's temporary storage; then prints
+# the load and exits with the program's status.
+run_bench() {
+    local tmp="$1" rc=0
+    shift
+    echo "+ $*"
+    set -m
+    TMPDIR="$tmp" "$@" &
+    bench_pid=$!
+    set +m
+    wait "$bench_pid" || rc=$?
+    echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+    exit "$rc"
+}
+

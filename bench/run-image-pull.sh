@@ -88,14 +88,5 @@ echo "registry:   $(/usr/bin/docker-registry --version 2>&1 | head -n1)"
 echo "curl:       $(curl --version | head -n1)"
 echo "tar:        $(tar --version | head -n1); $(gzip --version | head -n1)"
 cmd=("$target/image-pull" --bulkhead "$target/bulkhead" --workdir "$mnt" "$@")
-echo "+ ${cmd[*]}"
-# Its own process group, so that cleanup can stop whatever it started; the
-# registry's temporary storage goes on the same file system (TMPDIR).
-set -m
-TMPDIR="$mnt" "${cmd[@]}" &
-bench_pid=$!
-set +m
-rc=0
-wait "$bench_pid" || rc=$?
-echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
-exit "$rc"
+# The registry's temporary storage goes on the same file system (TMPDIR).
+run_bench "$mnt" "${cmd[@]}"

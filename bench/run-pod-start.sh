@@ -156,14 +156,5 @@ echo "runc:       $(/usr/sbin/runc --version | head -n1); crun: $(/usr/bin/crun 
 echo "plugins:    containernetworking-plugins $(dpkg-query -W -f='${Version}' containernetworking-plugins); busybox-static $(dpkg-query -W -f='${Version}' busybox-static)"
 echo "registry:   $(/usr/bin/docker-registry --version 2>&1 | head -n1)"
 cmd=("$target/pod-start" --bulkhead "$target/bulkhead" --workdir "$mnt" --statedir "$run" "$@")
-echo "+ ${cmd[*]}"
-# Its own process group, so that cleanup can stop whatever it started; the
-# registry's temporary storage goes on the same file system (TMPDIR).
-set -m
-TMPDIR="$mnt" "${cmd[@]}" &
-bench_pid=$!
-set +m
-rc=0
-wait "$bench_pid" || rc=$?
-echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
-exit "$rc"
+# The registry's temporary storage goes on the same file system (TMPDIR).
+run_bench "$mnt" "${cmd[@]}"

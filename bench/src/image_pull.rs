@@ -718,19 +718,11 @@ fn report(bench: &Bench, samples: &BTreeMap<Contender, Vec<Sample>>) {
 
 // -------------------------------------------------------------------- main
 
-fn bulkhead_binary(args: &Args) -> Result<PathBuf> {
-    if let Some(path) = &args.bulkhead {
-        return Ok(path.clone());
-    }
-    let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
-    Ok(exe.with_file_name("bulkhead"))
-}
-
 async fn run(args: Args) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         return Err("run as root: both daemons need it".into());
     }
-    let bulkhead = bulkhead_binary(&args)?;
+    let bulkhead = bulkhead_bench::bulkhead_binary(args.bulkhead.as_deref())?;
     for bin in [&bulkhead, &args.containerd] {
         if !bin.is_file() {
             return Err(format!("{} is missing", bin.display()));

@@ -5,6 +5,7 @@
 pub mod daemon;
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Runs a bench's `run` on a two-thread tokio runtime; an error is printed
@@ -24,4 +25,13 @@ pub fn main_with(name: &str, run: impl Future<Output = daemon::Result<()>>) -> E
             ExitCode::FAILURE
         }
     }
+}
+
+/// The `bulkhead` binary: `given`, else the one beside this program.
+pub fn bulkhead_binary(given: Option<&Path>) -> daemon::Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path.to_owned());
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
+    Ok(exe.with_file_name("bulkhead"))
 }

@@ -45,7 +45,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bulkhead_bench::daemon::{Daemon, connect, tail};
-use bulkhead_e2e::registry::{LayerCompression, OCI_CONFIG, OCI_MANIFEST, Registry, sha256};
+use bulkhead_e2e::registry::{LayerCompression, OCI_CONFIG, OCI_MANIFEST, Registry, oci_arch, sha256};
 use bulkhead_proto::cri::image_service_client::ImageServiceClient;
 use bulkhead_proto::cri::runtime_service_client::RuntimeServiceClient;
 use bulkhead_proto::cri::{
@@ -1304,13 +1304,8 @@ async fn push_pause(registry: &Registry, repo: &str, tag: &str, layer_tar: &[u8]
     let body = get.bytes().await.map_err(|e| format!("GET manifest: {e}"))?;
     let manifest: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("manifest: {e}"))?;
     let layer = manifest["layers"][0].clone();
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
     let config = serde_json::json!({
-        "architecture": arch, "os": "linux",
+        "architecture": oci_arch(), "os": "linux",
         "config": {"Entrypoint": PAUSE_ARGS, "Env": ["PATH=/bin"]},
         "rootfs": {"type": "layers", "diff_ids": [sha256(layer_tar)]}
     })
@@ -1353,19 +1348,11 @@ async fn push_pause(registry: &Registry, repo: &str, tag: &str, layer_tar: &[u8]
     Ok(())
 }
 
-fn bulkhead_binary(args: &Args) -> Result<PathBuf> {
-    if let Some(path) = &args.bulkhead {
-        return Ok(path.clone());
-    }
-    let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
-    Ok(exe.with_file_name("bulkhead"))
-}
-
 async fn run(args: Args) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         return Err("run as root: the daemons need it".into());
     }
-    let bulkhead = bulkhead_binary(&args)?;
+    let bulkhead = bulkhead_bench::bulkhead_binary(args.bulkhead.as_deref())?;
     let monitor = bulkhead.with_file_name("bulkhead-monitor");
     for bin in [&bulkhead, &monitor, &args.containerd, &args.runc, &args.crun, &args.cni_bin.join("bridge")] {
         if !bin.is_file() {

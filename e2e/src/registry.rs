@@ -16,6 +16,15 @@ pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// `sha256:<hex>` of `bytes`.
+/// This host's architecture as OCI image configs name it (`amd64`, `arm64`…).
+pub fn oci_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
 pub fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
@@ -441,13 +450,8 @@ impl Registry {
                 .push(serde_json::json!({"mediaType": compression.media_type(), "digest": digest, "size": blob.len()}));
             diff_ids.push(sha256(tar));
         }
-        let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            other => other,
-        };
         let config = serde_json::json!({
-            "architecture": arch, "os": "linux",
+            "architecture": oci_arch(), "os": "linux",
             "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"], "User": "1000"},
             "rootfs": {"type": "layers", "diff_ids": diff_ids}
         })
@@ -476,7 +480,7 @@ impl Registry {
         self.put_manifest(&http, repo, &manifest_digest, OCI_MANIFEST, &manifest).await;
         let index = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
             {"mediaType": OCI_MANIFEST, "digest": sha256(other.as_bytes()), "size": other.len(), "platform": {"os": "linux", "architecture": "s390x"}},
-            {"mediaType": OCI_MANIFEST, "digest": manifest_digest, "size": manifest.len(), "platform": {"os": "linux", "architecture": arch}}
+            {"mediaType": OCI_MANIFEST, "digest": manifest_digest, "size": manifest.len(), "platform": {"os": "linux", "architecture": oci_arch()}}
         ]})
         .to_string();
         self.put_manifest(&http, repo, tag, OCI_INDEX, &index).await;
