@@ -723,18 +723,8 @@ async fn run(args: Args) -> Result<()> {
         return Err("run as root: both daemons need it".into());
     }
     let bulkhead = bulkhead_bench::bulkhead_binary(args.bulkhead.as_deref())?;
-    for bin in [&bulkhead, &args.containerd] {
-        if !bin.is_file() {
-            return Err(format!("{} is missing", bin.display()));
-        }
-    }
-    let mut builder = tempfile::Builder::new();
-    builder.prefix("bulkhead-image-pull-");
-    let work = match &args.workdir {
-        Some(dir) => builder.tempdir_in(dir),
-        None => builder.tempdir(),
-    }
-    .map_err(|e| format!("work directory: {e}"))?;
+    bulkhead_bench::require_files([bulkhead.as_path(), args.containerd.as_path()])?;
+    let work = bulkhead_bench::work_dir("bulkhead-image-pull-", args.workdir.as_deref())?;
     println!("work directory: {}", work.path().display());
     let result = measure(args, bulkhead, work.path()).await;
     // Never remove a directory that still has something mounted under it.

@@ -35,3 +35,23 @@ pub fn bulkhead_binary(given: Option<&Path>) -> daemon::Result<PathBuf> {
     let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
     Ok(exe.with_file_name("bulkhead"))
 }
+
+/// Fails naming the first of `paths` that is not a file (a binary to run).
+pub fn require_files<'a>(paths: impl IntoIterator<Item = &'a Path>) -> daemon::Result<()> {
+    match paths.into_iter().find(|p| !p.is_file()) {
+        Some(missing) => Err(format!("{} is missing", missing.display())),
+        None => Ok(()),
+    }
+}
+
+/// A fresh work directory named `prefix…`, under `under` (else the
+/// system's temporary directory); removed when dropped.
+pub fn work_dir(prefix: &str, under: Option<&Path>) -> daemon::Result<tempfile::TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix);
+    match under {
+        Some(dir) => builder.tempdir_in(dir),
+        None => builder.tempdir(),
+    }
+    .map_err(|e| format!("work directory: {e}"))
+}

@@ -1354,21 +1354,11 @@ async fn run(args: Args) -> Result<()> {
     }
     let bulkhead = bulkhead_bench::bulkhead_binary(args.bulkhead.as_deref())?;
     let monitor = bulkhead.with_file_name("bulkhead-monitor");
-    for bin in [&bulkhead, &monitor, &args.containerd, &args.runc, &args.crun, &args.cni_bin.join("bridge")] {
-        if !bin.is_file() {
-            return Err(format!("{} is missing", bin.display()));
-        }
-    }
-    let mut builder = tempfile::Builder::new();
-    builder.prefix("pod-start-");
-    let work = match &args.workdir {
-        Some(dir) => builder.tempdir_in(dir),
-        None => builder.tempdir(),
-    }
-    .map_err(|e| format!("work directory: {e}"))?;
-    let run = builder
-        .tempdir_in(args.statedir.as_deref().unwrap_or(work.path()))
-        .map_err(|e| format!("state directory: {e}"))?;
+    let bridge = args.cni_bin.join("bridge");
+    let binaries = [&bulkhead, &monitor, &args.containerd, &args.runc, &args.crun, &bridge];
+    bulkhead_bench::require_files(binaries.map(|b| b.as_path()))?;
+    let work = bulkhead_bench::work_dir("pod-start-", args.workdir.as_deref())?;
+    let run = bulkhead_bench::work_dir("pod-start-", Some(args.statedir.as_deref().unwrap_or(work.path())))?;
     println!("work directory: {}; state directory: {}", work.path().display(), run.path().display());
     let keep_logs = args.keep_logs.clone();
     let result = measure(args, bulkhead, work.path(), run.path()).await;
