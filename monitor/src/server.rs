@@ -1,6 +1,8 @@
 //! The monitor's life: detach from the daemon, take the pod's namespaces,
-//! then one poll loop over the control socket, a signalfd (SIGCHLD, SIGTERM)
-//! and the containers' output pipes. Everything runs on the one thread.
+//! then one poll loop over the control socket, a signalfd (SIGCHLD, SIGTERM),
+//! the containers' output pipes and stdin, and the attach connections.
+//! Everything runs on the one thread; no descriptor but the control
+//! socket's accepted requests is ever waited on (those briefly, as before).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -10,7 +12,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bulkhead_proto::monitor::{CONTAINERS, ContainerRecord, ContainerState, Request, Response};
+use bulkhead_proto::monitor::{CONTAINERS, ContainerRecord, ContainerState, Request, Response, attach};
 use bulkhead_runtime::container::{CreateOptions, Runtime};
 use bulkhead_store::Collection;
 use nix::errno::Errno;
@@ -23,6 +25,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, setsid};
 
+use crate::attach::{Attacher, MAX_QUEUE, Stdin};
 use crate::log::{Log, Stream};
 
 /// How the monitor of one pod is set up (its command-line flags).
@@ -53,6 +56,12 @@ const NS_DIR: &str = "ns";
 /// How long Shutdown waits for killed containers to be reaped.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a done container's attachers get to take what they are owed.
+const FLUSH_WAIT: Duration = Duration::from_secs(10);
+
+/// End of transmission: a terminal's reader sees end of file.
+const EOT: u8 = 0x04;
+
 fn now_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
@@ -60,11 +69,57 @@ fn now_ns() -> i64 {
 struct Container {
     record: ContainerRecord,
     log: Option<Log>,
-    /// The read ends of stdout and stderr, until they reach end of file.
+    /// The read ends of stdout and stderr, until they reach end of file
+    /// (for a terminal: its master, then nothing).
     pipes: [Option<File>; 2],
-    /// The write end of the container's stdin, held open so that reading
-    /// it waits instead of ending (an attach will write to it).
-    _stdin: Option<File>,
+    /// Whether `pipes[0]` is a terminal's master.
+    tty: bool,
+    /// The write end of the container's stdin (a pipe, or the terminal's
+    /// master again), held open so that reading it waits instead of ending;
+    /// attachers write to it. Gone once closed for good (`stdin_once`) or
+    /// the container is done.
+    stdin: Option<Stdin>,
+    stdin_once: bool,
+    /// With `stdin_once`, the first session's stdin ended: the stdin
+    /// closes once what it is owed is written.
+    closing_stdin: bool,
+    /// The attach sessions, by the number the monitor gave each.
+    attachers: BTreeMap<u64, Attacher>,
+}
+
+impl Container {
+    /// The container is done: exited, and its output read to the end.
+    fn done(&self) -> bool {
+        self.record.state == ContainerState::Exited && self.pipes.iter().all(Option::is_none)
+    }
+
+    /// An attach session's stdin ended: with `stdin_once`, the container's
+    /// stdin closes for good, after what it is owed (a terminal gets EOT).
+    fn end_stdin(&mut self) {
+        if !self.stdin_once || self.closing_stdin {
+            return;
+        }
+        if let Some(stdin) = self.stdin.as_mut() {
+            self.closing_stdin = true;
+            if self.tty {
+                stdin.pending.push(EOT);
+            }
+        }
+    }
+
+    /// Drops attacher `key`; its hang-up ends its stdin.
+    fn detach(&mut self, key: u64) {
+        if self.attachers.remove(&key).is_some_and(|a| a.stdin) {
+            self.end_stdin();
+        }
+    }
+}
+
+/// What one polled descriptor is.
+enum Source {
+    Pipe(String, usize),
+    Stdin,
+    Attacher(String, u64),
 }
 
 struct Monitor {
@@ -74,6 +129,8 @@ struct Monitor {
     runtime: Runtime,
     records: Collection<ContainerRecord>,
     containers: BTreeMap<String, Container>,
+    /// The number the next attacher gets.
+    next_attacher: u64,
 }
 
 /// Runs the monitor: returns in the daemon's child once the monitor is
@@ -151,6 +208,7 @@ fn serve(options: Options) -> Result<(), String> {
         options,
         records,
         containers: BTreeMap::new(),
+        next_attacher: 0,
     };
     // Ready: tell the daemon (stdout), then leave its pipes.
     println!("ready {}", std::process::id());
@@ -252,6 +310,14 @@ fn detach_stdio(dir: &Path) -> Result<(), String> {
 /// A created container: its runtime state, output pipes and stdin's write end.
 type Created = (bulkhead_runtime::container::State, [Option<File>; 2], Option<File>);
 
+/// Writes `response` as one line; false if the connection failed.
+fn respond(mut conn: &UnixStream, response: &Response) -> bool {
+    serde_json::to_string(response).is_ok_and(|mut text| {
+        text.push('\n');
+        conn.write_all(text.as_bytes()).is_ok()
+    })
+}
+
 fn nonblocking(fd: &OwnedFd) -> Result<(), Errno> {
     let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
     fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(drop)
@@ -260,36 +326,65 @@ fn nonblocking(fd: &OwnedFd) -> Result<(), Errno> {
 impl Monitor {
     fn event_loop(&mut self, listener: &UnixListener, signals: &SignalFd) {
         loop {
-            // The fds to watch: signals, the socket, then every open pipe.
-            let pipe_keys: Vec<(String, usize)> = self
-                .containers
-                .iter()
-                .flat_map(|(id, c)| (0..2).filter(|i| c.pipes[*i].is_some()).map(move |i| (id.clone(), i)))
-                .collect();
-            let (ready_signals, ready_socket, ready_pipes) = {
+            // The fds to watch: signals, the socket, then each container's
+            // open pipes, its stdin while it is owed bytes, and its attachers:
+            // for input unless the stdin they write to is still owed bytes
+            // (they wait in their sockets meanwhile), for output while they
+            // are owed some, and always for a hang-up (which poll reports
+            // unasked: what a gone peer left unread is bounded, so it is read).
+            let mut sources = Vec::new();
+            let (ready_signals, ready_socket, ready) = {
                 let mut fds = vec![
                     PollFd::new(signals.as_fd(), PollFlags::POLLIN),
                     PollFd::new(listener.as_fd(), PollFlags::POLLIN),
                 ];
-                for (id, i) in &pipe_keys {
-                    if let Some(pipe) = self.containers.get(id).and_then(|c| c.pipes[*i].as_ref()) {
-                        fds.push(PollFd::new(pipe.as_fd(), PollFlags::POLLIN));
+                for (id, c) in &self.containers {
+                    for (i, pipe) in c.pipes.iter().enumerate() {
+                        if let Some(pipe) = pipe {
+                            fds.push(PollFd::new(pipe.as_fd(), PollFlags::POLLIN));
+                            sources.push(Source::Pipe(id.clone(), i));
+                        }
+                    }
+                    let stdin_owed = c.stdin.as_ref().filter(|s| !s.pending.is_empty());
+                    if let Some(stdin) = stdin_owed {
+                        fds.push(PollFd::new(stdin.file().as_fd(), PollFlags::POLLOUT));
+                        sources.push(Source::Stdin);
+                    }
+                    for (key, a) in &c.attachers {
+                        let reading = a.closing.is_none() && !(a.stdin && stdin_owed.is_some());
+                        let mut events = PollFlags::empty();
+                        if reading {
+                            events |= PollFlags::POLLIN;
+                        }
+                        if a.queued() > 0 {
+                            events |= PollFlags::POLLOUT;
+                        }
+                        fds.push(PollFd::new(a.conn().as_fd(), events));
+                        sources.push(Source::Attacher(id.clone(), *key));
                     }
                 }
-                match poll(&mut fds, PollTimeout::NONE) {
+                match poll(&mut fds, self.poll_timeout()) {
                     Ok(_) | Err(Errno::EINTR) => {}
                     Err(e) => {
                         eprintln!("bulkhead-monitor: poll: {e}");
                         std::thread::sleep(Duration::from_millis(100));
                     }
                 }
-                let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
-                let pipes: Vec<bool> = fds[2..].iter().map(ready).collect();
-                (ready(&fds[0]), ready(&fds[1]), pipes)
+                let revents = |fd: &PollFd<'_>| fd.revents().unwrap_or(PollFlags::empty());
+                let ready: Vec<PollFlags> = fds[2..].iter().map(revents).collect();
+                (!revents(&fds[0]).is_empty(), !revents(&fds[1]).is_empty(), ready)
             };
-            for ((id, i), ready) in pipe_keys.iter().zip(ready_pipes) {
-                if ready {
-                    self.drain(id, *i);
+            for (source, revents) in sources.iter().zip(ready) {
+                match source {
+                    _ if revents.is_empty() => {}
+                    Source::Pipe(id, i) => self.drain(id, *i),
+                    Source::Attacher(id, key)
+                        if revents.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) =>
+                    {
+                        self.read_attacher(id, *key)
+                    }
+                    // Writes happen in settle.
+                    Source::Stdin | Source::Attacher(..) => {}
                 }
             }
             if ready_signals {
@@ -309,6 +404,110 @@ impl Monitor {
             {
                 return;
             }
+            self.settle();
+        }
+    }
+
+    /// Until the earliest deadline of a done container's attacher, or none.
+    fn poll_timeout(&self) -> PollTimeout {
+        let deadline = self.containers.values().flat_map(|c| c.attachers.values()).filter_map(|a| a.closing).min();
+        match deadline {
+            None => PollTimeout::NONE,
+            Some(deadline) => {
+                let wait = deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(1);
+                PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX)
+            }
+        }
+    }
+
+    /// Does the writes the loop owes: to each container's stdin (closing it
+    /// once written if it is to close), to each attacher; a done
+    /// container's attachers get what they are owed and are closed.
+    fn settle(&mut self) {
+        let now = Instant::now();
+        for (id, c) in &mut self.containers {
+            if c.done() {
+                c.stdin = None;
+                for a in c.attachers.values_mut() {
+                    a.closing.get_or_insert(now + FLUSH_WAIT);
+                }
+            }
+            let mut gone = Vec::new();
+            for (key, a) in &mut c.attachers {
+                if a.queued() > 0 {
+                    a.flush();
+                }
+                if let Some(deadline) = a.closing
+                    && (a.queued() == 0 || now >= deadline)
+                {
+                    if a.queued() > 0 {
+                        eprintln!("bulkhead-monitor: container {id}: an attacher took not all of its output in time");
+                    }
+                    gone.push(*key);
+                }
+            }
+            for key in gone {
+                c.detach(key);
+            }
+            if let Some(stdin) = c.stdin.as_mut() {
+                if let Err(e) = stdin.flush() {
+                    eprintln!("bulkhead-monitor: container {id}: write stdin: {e}");
+                }
+                if c.closing_stdin && stdin.pending.is_empty() {
+                    c.stdin = None;
+                }
+            }
+        }
+    }
+
+    /// Reads what attacher `key` of container `id` sent and acts on it.
+    fn read_attacher(&mut self, id: &str, key: u64) {
+        let open = self.containers.get_mut(id).and_then(|c| c.attachers.get_mut(&key)).is_some_and(Attacher::read);
+        self.take_frames(id, key, open);
+    }
+
+    /// Acts on the whole frames attacher `key` of container `id` sent;
+    /// drops it if it broke the protocol or (`open` false) hung up.
+    fn take_frames(&mut self, id: &str, key: u64, open: bool) {
+        let Some(c) = self.containers.get_mut(id) else { return };
+        let mut keep = open;
+        loop {
+            let Some(a) = c.attachers.get_mut(&key) else { return };
+            let (kind, payload) = match a.decoder.next_frame() {
+                Some(Ok(frame)) => frame,
+                None => break,
+                Some(Err(e)) => {
+                    eprintln!("bulkhead-monitor: container {id}: attacher dropped: {e}");
+                    keep = false;
+                    break;
+                }
+            };
+            match kind {
+                attach::STDIN if a.stdin && !c.closing_stdin => {
+                    if let Some(stdin) = c.stdin.as_mut() {
+                        stdin.pending.extend_from_slice(&payload);
+                    }
+                }
+                attach::RESIZE if c.tty => match (attach::parse_resize(&payload), c.pipes[0].as_ref()) {
+                    (Some((width, height)), Some(master)) => {
+                        if let Err(e) = bulkhead_runtime::terminal::set_size(master, width, height) {
+                            eprintln!("bulkhead-monitor: container {id}: resize the terminal: {e}");
+                        }
+                    }
+                    (None, _) => eprintln!("bulkhead-monitor: container {id}: bad resize {payload:?}"),
+                    (_, None) => {}
+                },
+                attach::STDIN_CLOSE if a.stdin => {
+                    a.stdin = false;
+                    c.end_stdin();
+                }
+                // Stdin it may not write, a resize without a terminal, and
+                // kinds that are not the daemon's to send are ignored.
+                _ => {}
+            }
+        }
+        if !keep {
+            c.detach(key);
         }
     }
 
@@ -316,11 +515,17 @@ impl Monitor {
     /// at end of file closes it.
     fn drain(&mut self, id: &str, i: usize) {
         let Some(container) = self.containers.get_mut(id) else { return };
-        let stream = if i == 0 { Stream::Stdout } else { Stream::Stderr };
+        let (stream, kind) = if i == 0 { (Stream::Stdout, attach::STDOUT) } else { (Stream::Stderr, attach::STDERR) };
         let mut buf = [0u8; 32 * 1024];
         loop {
             let Some(pipe) = container.pipes[i].as_mut() else { return };
-            match pipe.read(&mut buf) {
+            let read = match pipe.read(&mut buf) {
+                // A terminal's master reads EIO once no process holds its
+                // other end: that is its end of file.
+                Err(e) if container.tty && e.raw_os_error() == Some(Errno::EIO as i32) => Ok(0),
+                read => read,
+            };
+            match read {
                 Ok(0) => {
                     if let Some(log) = container.log.as_mut() {
                         let _ = log.finish(stream, SystemTime::now());
@@ -333,6 +538,19 @@ impl Monitor {
                         && let Err(e) = log.feed(stream, &buf[..n], SystemTime::now())
                     {
                         eprintln!("bulkhead-monitor: container {id}: write log: {e}");
+                    }
+                    // Then to each attacher: one too far behind is dropped, never waited for.
+                    let mut slow = Vec::new();
+                    for (key, a) in &mut container.attachers {
+                        if a.closing.is_none() && !a.enqueue(kind, &buf[..n]) {
+                            slow.push(*key);
+                        }
+                    }
+                    for key in slow {
+                        eprintln!(
+                            "bulkhead-monitor: container {id}: an attacher fell more than {MAX_QUEUE} bytes behind: disconnected"
+                        );
+                        container.detach(key);
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
@@ -403,22 +621,62 @@ impl Monitor {
                 self.shutdown();
                 (Response::Ok, true)
             }
+            Ok(Request::Attach { id, stdin }) => {
+                // Frames the daemon sent right after its request are read already.
+                let early = reader.buffer().to_vec();
+                self.attach(conn, &id, stdin, &early);
+                return false;
+            }
             Ok(request) => {
                 (self.handle(request).map_or_else(|message| Response::Error { message }, |()| Response::Ok), false)
             }
             Err(message) => (Response::Error { message }, false),
         };
-        let mut conn = conn;
-        if let Ok(mut text) = serde_json::to_string(&response) {
-            text.push('\n');
-            let _ = conn.write_all(text.as_bytes());
-        }
+        respond(&conn, &response);
         exit
+    }
+
+    /// Answers an attach request; on success the connection stays, as an
+    /// attacher of the container.
+    fn attach(&mut self, conn: UnixStream, id: &str, stdin: bool, early: &[u8]) {
+        let container = match self.containers.get(id) {
+            None => Err(format!("container {id} not found")),
+            Some(c) => match c.record.state {
+                ContainerState::Running => Ok(()),
+                ContainerState::Created => Err(format!("container {id} is not running: it has not started")),
+                ContainerState::Exited => Err(format!("container {id} is not running: it has exited")),
+            },
+        };
+        if let Err(message) = container {
+            respond(&conn, &Response::Error { message });
+            if conn.set_nonblocking(true).is_ok() {
+                crate::attach::discard_input(&conn);
+            }
+            return;
+        }
+        if !respond(&conn, &Response::Ok) {
+            return;
+        }
+        let Some(c) = self.containers.get_mut(id) else { return };
+        let stdin = stdin && c.stdin.is_some() && !c.closing_stdin;
+        let attacher = match Attacher::new(conn, stdin, early) {
+            Ok(attacher) => attacher,
+            Err(e) => {
+                eprintln!("bulkhead-monitor: container {id}: attach: {e}");
+                return;
+            }
+        };
+        let key = self.next_attacher;
+        self.next_attacher += 1;
+        c.attachers.insert(key, attacher);
+        self.take_frames(id, key, true);
     }
 
     fn handle(&mut self, request: Request) -> Result<(), String> {
         match request {
-            Request::Create { id, bundle, log_path, tty, stdin } => self.create(id, &bundle, log_path, tty, stdin),
+            Request::Create { id, bundle, log_path, tty, stdin, stdin_once } => {
+                self.create(id, &bundle, log_path, tty, stdin, stdin_once)
+            }
             Request::Start { id } => {
                 let container = self.containers.get_mut(&id).ok_or_else(|| format!("container {id} not found"))?;
                 self.runtime.start(&id).map_err(|e| e.to_string())?;
@@ -454,7 +712,8 @@ impl Monitor {
                     None => Err(format!("container {id} has no log file")),
                 }
             }
-            Request::Shutdown => Ok(()),
+            // Served by serve_one: these keep or end the connection.
+            Request::Attach { .. } | Request::Shutdown => Ok(()),
         }
     }
 
@@ -465,13 +724,17 @@ impl Monitor {
         log_path: Option<PathBuf>,
         tty: bool,
         stdin: bool,
+        stdin_once: bool,
     ) -> Result<(), String> {
         if self.containers.contains_key(&id) {
             return Err(format!("container {id} already exists in pod {}", self.options.pod_id));
         }
         let log = log_path.as_deref().map(Log::open).transpose().map_err(|e| format!("open the log file: {e}"))?;
-        let (state, pipes, stdin) =
-            if tty { self.create_with_terminal(&id, bundle)? } else { self.create_with_pipes(&id, bundle, stdin)? };
+        let (state, pipes, stdin) = if tty {
+            self.create_with_terminal(&id, bundle, stdin)?
+        } else {
+            self.create_with_pipes(&id, bundle, stdin)?
+        };
         let record = ContainerRecord {
             id: id.clone(),
             state: ContainerState::Created,
@@ -488,7 +751,17 @@ impl Monitor {
             let _ = self.runtime.delete(&id, true);
             return Err(e.to_string());
         }
-        self.containers.insert(id, Container { record, log, pipes, _stdin: stdin });
+        let container = Container {
+            record,
+            log,
+            pipes,
+            tty,
+            stdin: stdin.map(Stdin::new),
+            stdin_once,
+            closing_stdin: false,
+            attachers: BTreeMap::new(),
+        };
+        self.containers.insert(id, container);
         Ok(())
     }
 
@@ -510,15 +783,16 @@ impl Monitor {
         };
         let state = self.runtime.create(id, bundle, &options).map_err(|e| e.to_string())?;
         drop((out_w, err_w, in_r));
-        for pipe in [&out_r, &err_r] {
+        for pipe in [Some(&out_r), Some(&err_r), in_w.as_ref()].into_iter().flatten() {
             nonblocking(pipe).map_err(|e| format!("pipe: {e}"))?;
         }
         Ok((state, [Some(File::from(out_r)), Some(File::from(err_r))], in_w.map(File::from)))
     }
 
     /// Creates the container with a terminal: its master comes back over
-    /// a console socket of ours (runc's protocol) and is read as stdout.
-    fn create_with_terminal(&mut self, id: &str, bundle: &Path) -> Result<Created, String> {
+    /// a console socket of ours (runc's protocol) and is read as stdout;
+    /// with `stdin`, a second descriptor of it is stdin's write end.
+    fn create_with_terminal(&mut self, id: &str, bundle: &Path, stdin: bool) -> Result<Created, String> {
         // Beside the control socket, whose directory keeps paths short enough for sun_path.
         let path = self.options.socket.with_extension(format!("{}.console", &id[..id.len().min(12)]));
         let _ = std::fs::remove_file(&path);
@@ -538,7 +812,19 @@ impl Monitor {
             None => return Err(format!("container {id}: no terminal")),
         };
         nonblocking(&master).map_err(|e| format!("terminal: {e}"))?;
-        Ok((state, [Some(File::from(master)), None], None))
+        let master = File::from(master);
+        let writer = if stdin {
+            match master.try_clone() {
+                Ok(writer) => Some(writer),
+                Err(e) => {
+                    let _ = self.runtime.delete(id, true);
+                    return Err(format!("container {id}: duplicate the terminal: {e}"));
+                }
+            }
+        } else {
+            None
+        };
+        Ok((state, [Some(master), None], writer))
     }
 
     /// Kills every container, waits (bounded) for their exits and records them.
@@ -562,6 +848,10 @@ impl Monitor {
             for i in 0..2 {
                 self.drain(&id, i);
             }
+        }
+        // Attachers get what their sockets take now; they see end of file as the monitor exits.
+        for a in self.containers.values_mut().flat_map(|c| c.attachers.values_mut()) {
+            a.flush();
         }
         // Last, the pod's pid 1: whatever still lives in its namespace dies with it.
         if let Some(pid) = self.pid_holder.take() {

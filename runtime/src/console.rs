@@ -80,10 +80,16 @@ pub(crate) fn attach(socket: UnixStream, process: &Process) -> Result<String> {
 /// proxies the terminal (the pod monitor): takes the pty master from one
 /// connection accepted on `listener`.
 pub fn receive_master(listener: &std::os::unix::net::UnixListener) -> Result<OwnedFd> {
+    let (stream, _) = listener.accept().map_err(|source| Error::Read { path: "console socket".into(), source })?;
+    receive_master_from(&stream)
+}
+
+/// Takes the pty master from `stream`, a connection already accepted on a
+/// console socket (an async caller accepts it itself).
+pub fn receive_master_from(stream: &UnixStream) -> Result<OwnedFd> {
     use std::os::fd::{FromRawFd, RawFd};
 
     use nix::sys::socket::{ControlMessageOwned, recvmsg};
-    let (stream, _) = listener.accept().map_err(|source| Error::Read { path: "console socket".into(), source })?;
     let mut buf = [0u8; 256];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([RawFd; 1]);
@@ -102,4 +108,11 @@ pub fn receive_master(listener: &std::os::unix::net::UnixListener) -> Result<Own
         })?;
     // SAFETY: the kernel installed `fd` in this process for this message alone; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sets the size of the terminal whose master (or slave) is `fd`, as a
+/// client's resize asks.
+pub fn set_size(fd: &impl AsRawFd, width: u16, height: u16) -> Result<()> {
+    let ws = nix::pty::Winsize { ws_row: height, ws_col: width, ws_xpixel: 0, ws_ypixel: 0 };
+    crate::sys::set_window_size(fd, &ws).map_err(sys("set terminal size", "pty"))
 }

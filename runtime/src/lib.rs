@@ -25,5 +25,9 @@ pub mod single_thread;
 pub mod spec;
 mod sys;
 
-pub use console::receive_master;
+pub use console::{receive_master, receive_master_from};
+/// Terminal helpers for callers that proxy a container's terminal.
+pub mod terminal {
+    pub use crate::console::set_size;
+}
 pub use error::{Error, Result};
