@@ -28,6 +28,31 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub image: ImageConfig,
     pub network: NetworkConfig,
+    pub streaming: StreamingConfig,
+}
+
+/// The streaming server (Exec, Attach, PortForward URLs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamingConfig {
+    /// `host:port` to listen on; port 0 picks a free one.
+    pub address: String,
+    /// PEM certificate chain and key for TLS; both empty: plain HTTP.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+    /// How long a client may take to open a session's streams.
+    pub stream_creation_timeout_seconds: u64,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> StreamingConfig {
+        StreamingConfig {
+            address: "127.0.0.1:0".into(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            stream_creation_timeout_seconds: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,6 +169,7 @@ impl Default for Config {
             runtime: RuntimeConfig::default(),
             image: ImageConfig::default(),
             network: NetworkConfig::default(),
+            streaming: StreamingConfig::default(),
         }
     }
 }
@@ -211,6 +237,19 @@ pub const KEY_DOCS: &[(&str, &str)] = &[
     ),
     ("network.cni_bin_dirs", "Where CNI plugins are looked for, in order."),
     ("network.cni_timeout_seconds", "How long one CNI plugin call may run before it is killed (1-600)."),
+    (
+        "streaming.address",
+        "host:port of the streaming server whose URLs Exec, Attach and PortForward return (kubelet proxies them); port 0 picks a free port.",
+    ),
+    (
+        "streaming.tls_cert_file",
+        "PEM certificate chain for the streaming server; with tls_key_file it serves HTTPS. Empty: HTTP.",
+    ),
+    ("streaming.tls_key_file", "PEM private key for tls_cert_file."),
+    (
+        "streaming.stream_creation_timeout_seconds",
+        "How long a client may take to open a session's streams after the upgrade (1-600).",
+    ),
 ];
 
 impl Config {
@@ -305,6 +344,23 @@ impl Config {
                 format!("{} is outside 1..=600", self.network.cni_timeout_seconds),
             ));
         }
+        self.streaming_address().map_err(|message| bad("streaming.address", message))?;
+        let (cert, key) = (&self.streaming.tls_cert_file, &self.streaming.tls_key_file);
+        if cert.is_empty() != key.is_empty() {
+            let key = if cert.is_empty() { "streaming.tls_cert_file" } else { "streaming.tls_key_file" };
+            return Err(bad(key, "tls_cert_file and tls_key_file must be given together".into()));
+        }
+        for (key, path) in [("streaming.tls_cert_file", cert), ("streaming.tls_key_file", key)] {
+            if !path.is_empty() && !Path::new(path).is_absolute() {
+                return Err(bad(key, format!("{path} is not an absolute path")));
+            }
+        }
+        if !(1..=600).contains(&self.streaming.stream_creation_timeout_seconds) {
+            return Err(bad(
+                "streaming.stream_creation_timeout_seconds",
+                format!("{} is outside 1..=600", self.streaming.stream_creation_timeout_seconds),
+            ));
+        }
         if !(1..=64).contains(&self.image.max_concurrent_downloads) {
             return Err(bad(
                 "image.max_concurrent_downloads",
@@ -337,6 +393,11 @@ impl Config {
             return Ok(None);
         }
         self.metrics.address.parse().map(Some).map_err(|e| format!("{:?} is not host:port: {e}", self.metrics.address))
+    }
+
+    /// The streaming server's listen address.
+    pub fn streaming_address(&self) -> std::result::Result<SocketAddr, String> {
+        self.streaming.address.parse().map_err(|e| format!("{:?} is not host:port: {e}", self.streaming.address))
     }
 
     /// The configured pod CIDRs (validated at load).
@@ -464,6 +525,9 @@ mod tests {
             ("[network]\ncni_conf_dir = \"net.d\"\n", "network.cni_conf_dir"),
             ("[network]\ncni_timeout_seconds = 0\n", "network.cni_timeout_seconds"),
             ("root = \"/srv/b\"\nstate = \"/srv/b\"\n", "state"),
+            ("[streaming]\naddress = \"localhost\"\n", "streaming.address"),
+            ("[streaming]\ntls_cert_file = \"/c.pem\"\n", "streaming.tls_key_file"),
+            ("[streaming]\nstream_creation_timeout_seconds = 0\n", "streaming.stream_creation_timeout_seconds"),
         ] {
             let err = error_of(text);
             assert!(err.contains(&format!("key `{key}`")), "{text:?}: {err}");

@@ -240,6 +240,7 @@ async fn make(
         log_path,
         tty: config.tty,
         stdin: config.stdin,
+        stdin_once: config.stdin_once,
     };
     monitor::ask(&pod.id, &socket_path(ctx, &pod.id), &create).await
 }
@@ -274,7 +275,7 @@ pub async fn destroy(ctx: &Arc<Context>, pod: &PodRecord, record: &ContainerReco
 }
 
 /// The container's current state, or FailedPrecondition saying what `wanted` needs.
-fn require_state(
+pub(crate) fn require_state(
     ctx: &Context,
     record: &ContainerRecord,
     ok: &[RecordState],
@@ -292,7 +293,7 @@ fn require_state(
     })
 }
 
-fn container_of(ctx: &Context, id: &str) -> Result<ContainerRecord> {
+pub(crate) fn container_of(ctx: &Context, id: &str) -> Result<ContainerRecord> {
     ctx.state.container(id).ok_or_else(|| Error::ContainerNotFound { id: id.to_owned() })
 }
 
@@ -482,6 +483,37 @@ async fn read_capped(mut from: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
     }
 }
 
+/// Where `bulkhead-oci exec` records the pid of an exec's process.
+pub(crate) fn exec_pid_file(record: &ContainerRecord) -> Result<PathBuf> {
+    Ok(record.made.bundle.join(format!("exec-{}.pid", &new_id()?[..16])))
+}
+
+/// `bulkhead-oci exec` of `cmd` in container `id` (a fresh, single-threaded
+/// process does the clone); with `console`, on a new terminal whose master
+/// it sends to that console socket.
+pub(crate) fn exec_command(
+    ctx: &Context,
+    id: &str,
+    pid_file: &Path,
+    console: Option<&Path>,
+    cmd: &[String],
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(monitor::sibling_binary("bulkhead-oci"));
+    command.arg("--root").arg(runtime_root(ctx)).arg("exec").arg("--pid-file").arg(pid_file);
+    if let Some(console) = console {
+        command.arg("--tty").arg("--console-socket").arg(console);
+    }
+    command.arg(id).arg("--").args(cmd);
+    command
+}
+
+/// Kills the process an exec started, named by its pid file.
+pub(crate) fn kill_exec(pid_file: &Path) {
+    if let Some(pid) = std::fs::read_to_string(pid_file).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 /// ExecSync: runs `cmd` in the container through `bulkhead-oci exec`,
 /// collecting its output (16 MiB per stream at most); past `timeout`
 /// seconds (0: none) the process is killed and DeadlineExceeded returned.
@@ -491,16 +523,8 @@ pub async fn exec_sync(ctx: &Arc<Context>, id: &str, cmd: Vec<String>, timeout: 
         return Err(Error::InvalidArgument { field: "cmd", message: "is empty".into() });
     }
     require_state(ctx, &record, &[RecordState::Running], "exec needs a running container")?;
-    let pid_file = record.made.bundle.join(format!("exec-{}.pid", new_id()?));
-    let mut child = tokio::process::Command::new(monitor::sibling_binary("bulkhead-oci"))
-        .arg("--root")
-        .arg(runtime_root(ctx))
-        .arg("exec")
-        .arg("--pid-file")
-        .arg(&pid_file)
-        .arg(id)
-        .arg("--")
-        .args(&cmd)
+    let pid_file = exec_pid_file(&record)?;
+    let mut child = exec_command(ctx, id, &pid_file, None, &cmd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -523,15 +547,54 @@ pub async fn exec_sync(ctx: &Arc<Context>, id: &str, cmd: Vec<String>, timeout: 
         }
         None => {
             // The process in the container first, then the exec command.
-            if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-            }
+            kill_exec(&pid_file);
             let _ = child.kill().await;
             Err(Error::ExecTimeout { id: id.to_owned(), seconds: timeout })
         }
     };
     let _ = std::fs::remove_file(&pid_file);
     result
+}
+
+/// Exec: the request must name a running container, a command, and a
+/// stream; a tty has no separate stderr.
+pub fn check_exec(ctx: &Context, request: &ExecRequest) -> Result<()> {
+    let record = container_of(ctx, &request.container_id)?;
+    if request.cmd.is_empty() {
+        return Err(Error::InvalidArgument { field: "cmd", message: "is empty".into() });
+    }
+    check_streams(request.stdin, request.stdout, request.stderr, request.tty)?;
+    require_state(ctx, &record, &[RecordState::Running], "exec needs a running container").map(drop)
+}
+
+/// Attach: the request must name a running container and a stream; stdin
+/// only if the container was created with it.
+pub fn check_attach(ctx: &Context, request: &AttachRequest) -> Result<()> {
+    let record = container_of(ctx, &request.container_id)?;
+    check_streams(request.stdin, request.stdout, request.stderr, request.tty)?;
+    if request.stdin && !record.made.stdin {
+        return Err(Error::InvalidArgument {
+            field: "stdin",
+            message: format!("container {} was created without stdin", record.id),
+        });
+    }
+    require_state(ctx, &record, &[RecordState::Running], "attach needs a running container").map(drop)
+}
+
+fn check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<()> {
+    if !(stdin || stdout || stderr) {
+        return Err(Error::InvalidArgument {
+            field: "stdin",
+            message: "one of stdin, stdout or stderr must be set".into(),
+        });
+    }
+    if tty && stderr {
+        return Err(Error::InvalidArgument {
+            field: "stderr",
+            message: "a tty has no separate stderr; unset one of tty and stderr".into(),
+        });
+    }
+    Ok(())
 }
 
 /// UpdateContainerResources: the new limits are written to the container's

@@ -86,6 +86,7 @@ struct Ready {
     ctx: Arc<Context>,
     socket: socket::BoundSocket,
     metrics_listener: Option<tokio::net::TcpListener>,
+    streaming_listener: crate::streaming::Listener,
     _locks: Vec<Flock<File>>,
 }
 
@@ -189,6 +190,16 @@ async fn prepare(config: Config, config_file: Option<PathBuf>, claimed: &mut Cla
         ),
         None => None,
     };
+    let streaming_address = config.streaming_address().map_err(|message| Error::Config {
+        origin: PathBuf::from("effective configuration"),
+        key: "streaming.address".into(),
+        message,
+    })?;
+    let streaming_listener = crate::streaming::bind(&config.streaming, streaming_address).await?;
+    let streaming_bound = streaming_listener
+        .local_addr()
+        .map_err(|e| Error::Streaming { address: streaming_address.to_string(), message: e.to_string() })?;
+    let streaming = crate::streaming::Streaming::new(streaming_bound, streaming_listener.is_tls(), Default::default());
     let socket = socket::bind(&config.socket)?;
     let ctx = Arc::new(Context {
         config,
@@ -200,8 +211,9 @@ async fn prepare(config: Config, config_file: Option<PathBuf>, claimed: &mut Cla
         locks: KeyedLocks::new(),
         metrics: Metrics::default(),
         events: crate::events::Events::default(),
+        streaming,
     });
-    Ok(Ready { ctx, socket, metrics_listener, _locks: std::mem::take(&mut claimed.locks) })
+    Ok(Ready { ctx, socket, metrics_listener, streaming_listener, _locks: std::mem::take(&mut claimed.locks) })
 }
 
 /// Resolves when SIGTERM or SIGINT arrives, naming it.
@@ -228,7 +240,9 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
             return Err(e);
         }
     };
-    let Ready { ctx, socket, metrics_listener, _locks } = ready;
+    let Ready { ctx, socket, metrics_listener, streaming_listener, _locks } = ready;
+    tracing::info!(url = ctx.streaming.base_url(), "streaming server listening");
+    let streaming_task = tokio::spawn(crate::streaming::serve(ctx.clone(), streaming_listener));
 
     let metrics_task = metrics_listener.map(|listener| {
         tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics endpoint listening");
@@ -296,6 +310,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         task.abort();
     }
     exits.abort();
+    streaming_task.abort();
     tracing::info!("bulkhead stopped; pods and containers were left running");
     Ok(())
 }

@@ -66,6 +66,10 @@ pub enum Error {
     Unsupported { what: String },
     #[error("{rpc} is not implemented in bulkhead {version} yet", version = env!("CARGO_PKG_VERSION"))]
     Unimplemented { rpc: &'static str },
+    #[error("too many streaming requests waiting to be used (at most {limit}); try again")]
+    TooManyStreams { limit: usize },
+    #[error("streaming server on {address} (streaming.address): {message}")]
+    Streaming { address: String, message: String },
     #[error("{field}: {message}")]
     InvalidArgument { field: &'static str, message: String },
     #[error("internal error: {0}")]
@@ -93,7 +97,9 @@ impl Error {
             Error::WrongState { .. } => Code::FailedPrecondition,
             Error::ExecTimeout { .. } => Code::DeadlineExceeded,
             Error::Unsupported { .. } => Code::Unimplemented,
-            Error::Network(bulkhead_network::Error::PoolExhausted { .. }) => Code::ResourceExhausted,
+            Error::Network(bulkhead_network::Error::PoolExhausted { .. }) | Error::TooManyStreams { .. } => {
+                Code::ResourceExhausted
+            }
             Error::Network(bulkhead_network::Error::HostPortTaken { .. }) => Code::AlreadyExists,
             Error::Network(
                 bulkhead_network::Error::InvalidPort { .. } | bulkhead_network::Error::CidrOverlapsRoute { .. },
@@ -118,6 +124,7 @@ impl Error {
             | Error::Io { .. }
             | Error::NotASocket { .. }
             | Error::Metrics { .. }
+            | Error::Streaming { .. }
             | Error::Runtime(_)
             | Error::Image(_)
             | Error::Network(_)

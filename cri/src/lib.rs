@@ -1,5 +1,6 @@
 //! The CRI side of bulkhead and its daemon: it owns the CRI v1 gRPC server
-//! (`RuntimeService`, `ImageService`) on a unix socket, the daemon's
+//! (`RuntimeService`, `ImageService`) on a unix socket, the streaming
+//! server behind Exec, Attach and PortForward (SPDY and WebSocket), the daemon's
 //! configuration, start-up and shutdown, the durable state of pods and
 //! containers, per-object request ordering, and per-RPC tracing and metrics.
 //! It maps CRI semantics onto the `image`, `network` and `runtime` crates and
@@ -22,5 +23,6 @@ pub mod service;
 mod socket;
 pub mod spec;
 pub mod state;
+pub mod streaming;
 
 pub use error::{Error, Result};

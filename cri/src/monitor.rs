@@ -90,6 +90,13 @@ pub async fn spawn(launch: &Launch<'_>) -> Result<i32> {
 
 /// Sends one request to the monitor on `socket` and waits for its answer.
 pub async fn ask(pod_id: &str, socket: &Path, request: &Request) -> Result<()> {
+    open(pod_id, socket, request).await.map(drop)
+}
+
+/// Sends `request` and reads the answer; on `Ok`, returns the connection,
+/// which an attach goes on using. The answer is read a byte at a time so
+/// that nothing after its line is taken from the connection.
+pub async fn open(pod_id: &str, socket: &Path, request: &Request) -> Result<tokio::net::UnixStream> {
     let failed = |message: String| Error::Monitor { pod_id: pod_id.to_owned(), message };
     let exchange = async {
         let mut conn = tokio::net::UnixStream::connect(socket)
@@ -98,12 +105,18 @@ pub async fn ask(pod_id: &str, socket: &Path, request: &Request) -> Result<()> {
         let mut text = serde_json::to_string(request).map_err(|e| failed(format!("encode: {e}")))?;
         text.push('\n');
         conn.write_all(text.as_bytes()).await.map_err(|e| failed(format!("send: {e}")))?;
-        let mut line = String::new();
-        BufReader::new(conn).read_line(&mut line).await.map_err(|e| failed(format!("read the answer: {e}")))?;
-        match serde_json::from_str::<Response>(&line) {
-            Ok(Response::Ok) => Ok(()),
+        let mut line = Vec::new();
+        loop {
+            let byte = conn.read_u8().await.map_err(|e| failed(format!("read the answer: {e}")))?;
+            if byte == b'\n' {
+                break;
+            }
+            line.push(byte);
+        }
+        match serde_json::from_slice::<Response>(&line) {
+            Ok(Response::Ok) => Ok(conn),
             Ok(Response::Error { message }) => Err(failed(message)),
-            Err(e) => Err(failed(format!("bad answer {line:?}: {e}"))),
+            Err(e) => Err(failed(format!("bad answer {:?}: {e}", String::from_utf8_lossy(&line)))),
         }
     };
     tokio::time::timeout(REQUEST_TIMEOUT, exchange)

@@ -30,9 +30,14 @@ const SHM_SIZE: &str = "size=65536k";
 /// A fresh object id: 64 hex digits, as containerd's.
 pub fn new_id() -> Result<String> {
     let mut bytes = [0u8; 32];
-    let mut urandom = std::fs::File::open("/dev/urandom").map_err(Error::io("open", "/dev/urandom"))?;
-    std::io::Read::read_exact(&mut urandom, &mut bytes).map_err(Error::io("read", "/dev/urandom"))?;
+    random_bytes(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Fills `bytes` from the kernel's random source.
+pub fn random_bytes(bytes: &mut [u8]) -> Result<()> {
+    let mut urandom = std::fs::File::open("/dev/urandom").map_err(Error::io("open", "/dev/urandom"))?;
+    std::io::Read::read_exact(&mut urandom, bytes).map_err(Error::io("read", "/dev/urandom"))
 }
 
 pub fn now_ns() -> i64 {
@@ -589,6 +594,26 @@ pub fn list_stats(ctx: &Context, filter: Option<PodSandboxStatsFilter>) -> Vec<P
         .filter(|p| labels_match(&p.labels, &filter.label_selector))
         .map(|p| stats_of(ctx, &p))
         .collect()
+}
+
+/// PortForward: the pod must exist and be ready; ports, when given, must be valid.
+pub fn check_port_forward(ctx: &Context, request: &PortForwardRequest) -> Result<()> {
+    let pod = ctx
+        .state
+        .pod(&request.pod_sandbox_id)
+        .ok_or_else(|| Error::PodNotFound { id: request.pod_sandbox_id.clone() })?;
+    if let Some(port) = request.port.iter().find(|p| !(1..=65535).contains(*p)) {
+        return Err(Error::InvalidArgument { field: "port", message: format!("{port} is not a port (1-65535)") });
+    }
+    if pod.state != PodState::Ready {
+        return Err(Error::WrongState {
+            what: "pod sandbox",
+            id: pod.id,
+            state: "not ready".into(),
+            wanted: "port forwarding needs a ready pod",
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

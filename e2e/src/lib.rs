@@ -31,6 +31,7 @@ pub use bulkhead_proto::cri;
 
 pub mod pod;
 pub mod registry;
+pub mod stream;
 
 /// Paths outside a test's temporary directory that a daemon must never
 /// create when it is given its own root, state and socket.

@@ -74,6 +74,61 @@ fn openssl(args: &[&str]) {
     assert!(status.success(), "openssl {args:?}");
 }
 
+/// Makes, in `dir`, a CA of the test's own (`ca.crt`) and a server
+/// certificate for 127.0.0.1 signed by it (`tls.crt`, `tls.key`).
+pub fn make_server_certificate(dir: &std::path::Path) {
+    let d = |name: &str| dir.join(name).to_str().expect("utf-8 path").to_owned();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &d("ca.key"),
+        "-out",
+        &d("ca.crt"),
+        "-days",
+        "1",
+        "-subj",
+        "/CN=bulkhead-test-ca",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &d("tls.key"),
+        "-out",
+        &d("tls.csr"),
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("extensions");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &d("tls.csr"),
+        "-CA",
+        &d("ca.crt"),
+        "-CAkey",
+        &d("ca.key"),
+        "-CAcreateserial",
+        "-out",
+        &d("tls.crt"),
+        "-days",
+        "1",
+        "-extfile",
+        &d("ext.cnf"),
+    ]);
+}
+
 fn b64url(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -263,57 +318,7 @@ impl Registry {
             dir.path().join("storage").display()
         );
         if tls {
-            // A CA of the test's own and a server certificate for 127.0.0.1 signed by it.
-            let d = |name: &str| dir.path().join(name).to_str().expect("utf-8 path").to_owned();
-            openssl(&[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &d("ca.key"),
-                "-out",
-                &d("ca.crt"),
-                "-days",
-                "1",
-                "-subj",
-                "/CN=bulkhead-test-ca",
-            ]);
-            openssl(&[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &d("tls.key"),
-                "-out",
-                &d("tls.csr"),
-                "-subj",
-                "/CN=127.0.0.1",
-            ]);
-            std::fs::write(
-                dir.path().join("ext.cnf"),
-                "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-            )
-            .expect("extensions");
-            openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                &d("tls.csr"),
-                "-CA",
-                &d("ca.crt"),
-                "-CAkey",
-                &d("ca.key"),
-                "-CAcreateserial",
-                "-out",
-                &d("tls.crt"),
-                "-days",
-                "1",
-                "-extfile",
-                &d("ext.cnf"),
-            ]);
+            make_server_certificate(dir.path());
             let (key, cert) = (dir.path().join("tls.key"), dir.path().join("tls.crt"));
             config.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()));
         }

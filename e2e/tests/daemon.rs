@@ -61,9 +61,10 @@ async fn unbuilt_rpcs_answer_unimplemented_naming_themselves() {
     let err = daemon.runtime().await.checkpoint_container(CheckpointContainerRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(err.message().contains("CheckpointContainer"), "{}", err.message());
-    let err = daemon.runtime().await.port_forward(PortForwardRequest::default()).await.unwrap_err();
+    let err =
+        daemon.runtime().await.list_pod_sandbox_metrics(ListPodSandboxMetricsRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("PortForward"), "{}", err.message());
+    assert!(err.message().contains("ListPodSandboxMetrics"), "{}", err.message());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,6 +38,8 @@ pub struct Context {
     pub locks: KeyedLocks,
     pub metrics: Metrics,
     pub events: crate::events::Events,
+    /// The streaming server's address and tokens.
+    pub streaming: crate::streaming::Streaming,
 }
 
 /// The CRI server.

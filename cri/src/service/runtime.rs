@@ -1,6 +1,7 @@
-//! `RuntimeService`: Version, Status, RuntimeConfig and UpdateRuntimeConfig
-//! are served for real; every other RPC answers UNIMPLEMENTED, naming
-//! itself, until the issue that builds it lands.
+//! `RuntimeService`: pods, containers, exec (sync and streaming), attach,
+//! port-forward, stats, events, status and runtime config are served for
+//! real; CheckpointContainer, ListMetricDescriptors and
+//! ListPodSandboxMetrics answer UNIMPLEMENTED, naming themselves.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -16,6 +17,7 @@ use tonic::Request;
 use tonic::codegen::tokio_stream::Stream;
 
 use super::{Context, Cri, Ids, RpcResult};
+use crate::streaming::Pending;
 use crate::{Error, Result, containers, events, pods};
 
 pub const RUNTIME_NAME: &str = "bulkhead";
@@ -319,15 +321,33 @@ impl RuntimeService for Cri {
     }
 
     async fn exec(&self, req: Request<ExecRequest>) -> RpcResult<ExecResponse> {
-        self.unimplemented("Exec", Ids::container(&req.get_ref().container_id)).await
+        let req = req.into_inner();
+        let ctx = self.context().clone();
+        self.observe("Exec", Ids::container(&req.container_id.clone()), async move {
+            containers::check_exec(&ctx, &req)?;
+            Ok(ExecResponse { url: ctx.streaming.url(Pending::Exec(req))? })
+        })
+        .await
     }
 
     async fn attach(&self, req: Request<AttachRequest>) -> RpcResult<AttachResponse> {
-        self.unimplemented("Attach", Ids::container(&req.get_ref().container_id)).await
+        let req = req.into_inner();
+        let ctx = self.context().clone();
+        self.observe("Attach", Ids::container(&req.container_id.clone()), async move {
+            containers::check_attach(&ctx, &req)?;
+            Ok(AttachResponse { url: ctx.streaming.url(Pending::Attach(req))? })
+        })
+        .await
     }
 
     async fn port_forward(&self, req: Request<PortForwardRequest>) -> RpcResult<PortForwardResponse> {
-        self.unimplemented("PortForward", Ids::pod(&req.get_ref().pod_sandbox_id)).await
+        let req = req.into_inner();
+        let ctx = self.context().clone();
+        self.observe("PortForward", Ids::pod(&req.pod_sandbox_id.clone()), async move {
+            pods::check_port_forward(&ctx, &req)?;
+            Ok(PortForwardResponse { url: ctx.streaming.url(Pending::PortForward(req))? })
+        })
+        .await
     }
 
     async fn container_stats(&self, req: Request<ContainerStatsRequest>) -> RpcResult<ContainerStatsResponse> {
