@@ -19,7 +19,9 @@ use bulkhead_proto::monitor::{
 };
 use tokio::io::AsyncReadExt;
 
-use crate::pods::{NODE, POD, new_id, now_ns, pod_dir, present, required, runtime_root, socket_path};
+use crate::pods::{
+    CONTAINER, NODE, POD, TARGET, new_id, now_ns, pod_dir, present, required, runtime_root, socket_path,
+};
 use crate::service::{Context, blocking_on};
 use crate::spec::{Ns, PodFiles, PodNamespaces, SpecInput};
 use crate::state::{ContainerInfo, ContainerRecord, ContainerState as RecordState, MountInfo, PodRecord, PodState};
@@ -177,6 +179,50 @@ pub async fn create(ctx: &Arc<Context>, request: CreateContainerRequest) -> Resu
     Ok(id)
 }
 
+/// The container's pid namespace, by its own namespace option: the pod's
+/// (POD, the default: shared when the pod shares one), its own (CONTAINER),
+/// the node's (NODE), or another running container's of the same pod
+/// (TARGET, as `kubectl debug --target` asks).
+fn pid_namespace(ctx: &Context, pod: &PodRecord, config: &ContainerConfig, dir: &Path) -> Result<Ns> {
+    let options =
+        config.linux.as_ref().and_then(|l| l.security_context.as_ref()).and_then(|s| s.namespace_options.as_ref());
+    match options.map_or(POD, |o| o.pid) {
+        NODE => Ok(Ns::Host),
+        CONTAINER => Ok(Ns::New),
+        TARGET => {
+            let target_id = options.map(|o| o.target_id.as_str()).unwrap_or_default();
+            if target_id.is_empty() {
+                return Err(Error::InvalidArgument {
+                    field: "config.linux.security_context.namespace_options.target_id",
+                    message: "is empty, and pid TARGET needs the container to share the pid namespace of".into(),
+                });
+            }
+            let target = ctx
+                .state
+                .container(target_id)
+                .filter(|t| t.pod_id == pod.id)
+                .ok_or_else(|| Error::ContainerNotFound { id: format!("{target_id} (in pod {})", pod.id) })?;
+            let (now, seen) = effective(ctx, &target);
+            match (now.state, seen) {
+                (RecordState::Running, Some(seen)) if seen.pid > 0 => {
+                    Ok(Ns::Join(PathBuf::from(format!("/proc/{}/ns/pid", seen.pid))))
+                }
+                _ => Err(Error::WrongState {
+                    what: "container",
+                    id: target.id,
+                    state: format!("{:?}", now.state).to_lowercase(),
+                    wanted: "a pid TARGET must be running",
+                }),
+            }
+        }
+        _ => Ok(match pod.sandbox.pid_mode {
+            NODE => Ns::Host,
+            POD => Ns::Join(dir.join("ns/pid")),
+            _ => Ns::New,
+        }),
+    }
+}
+
 async fn make(
     ctx: &Arc<Context>,
     pod: &PodRecord,
@@ -185,6 +231,8 @@ async fn make(
     sandbox_config: Option<&PodSandboxConfig>,
     image: &bulkhead_image::ImageRecord,
 ) -> Result<()> {
+    let dir = pod_dir(ctx, &pod.id);
+    let pid = pid_namespace(ctx, pod, config, &dir)?;
     let rootfs = record.made.bundle.join("rootfs");
     let (upper, work) = (record.made.upper.join("upper"), record.made.upper.join("work"));
     for dir in [&rootfs, &upper, &work] {
@@ -193,7 +241,6 @@ async fn make(
     let snapshots = ctx.images.snapshots();
     let lowers: Vec<PathBuf> = image.chain_ids.iter().rev().map(|c| snapshots.layer_dir(c)).collect();
     bulkhead_image::snapshot::mount_overlay(&lowers, &upper, &work, &rootfs)?;
-    let dir = pod_dir(ctx, &pod.id);
     let join = |path: PathBuf| Ns::Join(path);
     let namespaces = PodNamespaces {
         network: match &pod.sandbox.netns {
@@ -202,11 +249,7 @@ async fn make(
         },
         ipc: if pod.sandbox.ipc_mode == NODE { Ns::Host } else { join(dir.join("ns/ipc")) },
         uts: if pod.sandbox.network_mode == NODE { Ns::Host } else { join(dir.join("ns/uts")) },
-        pid: match pod.sandbox.pid_mode {
-            NODE => Ns::Host,
-            POD => join(dir.join("ns/pid")),
-            _ => Ns::New,
-        },
+        pid,
     };
     let files = PodFiles {
         hosts: Some(dir.join("hosts")),
@@ -230,9 +273,7 @@ async fn make(
     let mut annotations = spec.annotations().clone().unwrap_or_default();
     annotations.insert(crate::spec::ANNOTATION_SANDBOX_ID.to_owned(), pod.id.clone());
     spec.set_annotations(Some(annotations));
-    let config_path = record.made.bundle.join("config.json");
-    let text = serde_json::to_vec(&spec).map_err(|e| Error::Internal(format!("encode the OCI spec: {e}")))?;
-    std::fs::write(&config_path, text).map_err(Error::io("write", &config_path))?;
+    save_spec(record, &spec)?;
     let log_path = (!record.log_path.is_empty()).then(|| PathBuf::from(&record.log_path));
     let create = MonitorRequest::Create {
         id: record.id.clone(),
@@ -380,6 +421,7 @@ fn metadata(record: &ContainerRecord) -> ContainerMetadata {
 pub fn status(ctx: &Context, id: &str, verbose: bool) -> Result<ContainerStatusResponse> {
     let record = container_of(ctx, id)?;
     let (now, seen) = effective(ctx, &record);
+    let spec = load_spec(&record);
     let (reason, message) = match (&seen, now.state) {
         (Some(m), RecordState::Exited) if m.oom_killed => ("OOMKilled", String::new()),
         (Some(m), RecordState::Exited) if m.exit_code == 0 => ("Completed", String::new()),
@@ -415,9 +457,12 @@ pub fn status(ctx: &Context, id: &str, verbose: bool) -> Result<ContainerStatusR
             })
             .collect(),
         log_path: record.log_path.clone(),
-        resources: None,
+        resources: spec
+            .as_ref()
+            .and_then(crate::spec::cri_resources)
+            .map(|linux| ContainerResources { linux: Some(linux), windows: None }),
         image_id: record.made.image_id.clone(),
-        user: None,
+        user: spec.as_ref().and_then(crate::spec::cri_user).map(|linux| ContainerUser { linux: Some(linux) }),
     };
     let mut info = HashMap::new();
     if verbose {
@@ -556,6 +601,20 @@ pub async fn exec_sync(ctx: &Arc<Context>, id: &str, cmd: Vec<String>, timeout: 
     result
 }
 
+/// The container's OCI spec (its bundle's config.json).
+fn load_spec(record: &ContainerRecord) -> Option<oci_spec::runtime::Spec> {
+    oci_spec::runtime::Spec::load(record.made.bundle.join("config.json")).ok()
+}
+
+/// Writes the container's OCI spec, atomically (the runtime reads it on exec).
+fn save_spec(record: &ContainerRecord, spec: &oci_spec::runtime::Spec) -> Result<()> {
+    let path = record.made.bundle.join("config.json");
+    let tmp = record.made.bundle.join("config.json.tmp");
+    let text = serde_json::to_vec(spec).map_err(|e| Error::Internal(format!("encode the OCI spec: {e}")))?;
+    std::fs::write(&tmp, text).map_err(Error::io("write", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(Error::io("rename into place", &path))
+}
+
 /// Exec: the request must name a running container, a command, and a
 /// stream; a tty has no separate stderr.
 pub fn check_exec(ctx: &Context, request: &ExecRequest) -> Result<()> {
@@ -611,7 +670,16 @@ pub async fn update_resources(ctx: &Arc<Context>, id: &str, linux: Option<LinuxC
     let resources = crate::spec::update_resources(&linux)?;
     let runtime = bulkhead_runtime::container::Runtime::new(runtime_root(ctx));
     let id = id.to_owned();
-    blocking_on(ctx, move |_| runtime.update(&id, &resources).map_err(Error::from)).await
+    let _lock = ctx.locks.lock(&id).await;
+    blocking_on(ctx, move |_| {
+        runtime.update(&id, &resources)?;
+        // The spec keeps what the container now runs with, for ContainerStatus.
+        let mut spec = load_spec(&record)
+            .ok_or_else(|| Error::Internal(format!("the OCI spec of container {id} is unreadable")))?;
+        crate::spec::merge_resources(&mut spec, &resources);
+        save_spec(&record, &spec)
+    })
+    .await
 }
 
 /// A cgroup's cpu counter as the CRI reports it.

@@ -23,6 +23,7 @@ use crate::{Error, Result, monitor};
 pub const POD: i32 = NamespaceMode::Pod as i32;
 pub const CONTAINER: i32 = NamespaceMode::Container as i32;
 pub const NODE: i32 = NamespaceMode::Node as i32;
+pub const TARGET: i32 = NamespaceMode::Target as i32;
 
 /// The size of a pod's /dev/shm, as containerd's default.
 const SHM_SIZE: &str = "size=65536k";
@@ -176,9 +177,10 @@ pub async fn run(ctx: &Arc<Context>, request: RunPodSandboxRequest) -> Result<St
     let linux = config.linux.clone().unwrap_or_default();
     let security = linux.security_context.clone().unwrap_or_default();
     let ns = security.namespace_options.clone().unwrap_or_default();
-    if ns.pid == NamespaceMode::Target as i32 {
-        return Err(Error::Unsupported {
-            what: "a container's pid namespace as the pod's (namespace_options.pid TARGET)".into(),
+    if ns.pid == TARGET {
+        return Err(Error::InvalidArgument {
+            field: "config.linux.security_context.namespace_options.pid",
+            message: "TARGET shares another container's pid namespace: it applies to containers, not to a pod".into(),
         });
     }
     let ports = port_mappings(&config.port_mappings)?;

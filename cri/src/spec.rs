@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 
 use bulkhead_image::manifest::RunConfig;
 use bulkhead_proto::cri::{
-    ContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext, MountPropagation, NamespaceMode,
-    PodSandboxConfig, SupplementalGroupsPolicy, security_profile::ProfileType,
+    ContainerConfig, HugepageLimit, LinuxContainerResources, LinuxContainerSecurityContext, LinuxContainerUser,
+    MountPropagation, NamespaceMode, PodSandboxConfig, SupplementalGroupsPolicy, security_profile::ProfileType,
 };
 use bulkhead_runtime::cgroups::Layout;
 use nix::errno::Errno;
@@ -1270,6 +1270,87 @@ pub fn update_resources(r: &LinuxContainerResources) -> Result<oci_spec::runtime
     oci(with_resources(LinuxResourcesBuilder::default(), r, &host)?.build())
 }
 
+/// The resources a container runs with, as `ContainerStatus` reports them:
+/// read back from its OCI spec (as containerd does), with its OOM score.
+pub fn cri_resources(spec: &oci_spec::runtime::Spec) -> Option<LinuxContainerResources> {
+    let resources = spec.linux().as_ref()?.resources().as_ref()?;
+    let cpu = resources.cpu().clone().unwrap_or_default();
+    let memory = resources.memory().unwrap_or_default();
+    let as_i64 = |v: Option<u64>| v.and_then(|v| i64::try_from(v).ok()).unwrap_or(0);
+    Some(LinuxContainerResources {
+        cpu_period: as_i64(cpu.period()),
+        cpu_quota: cpu.quota().unwrap_or(0),
+        cpu_shares: as_i64(cpu.shares()),
+        memory_limit_in_bytes: memory.limit().unwrap_or(0),
+        oom_score_adj: spec.process().as_ref().and_then(|p| p.oom_score_adj()).map_or(0, i64::from),
+        cpuset_cpus: cpu.cpus().clone().unwrap_or_default(),
+        cpuset_mems: cpu.mems().clone().unwrap_or_default(),
+        hugepage_limits: resources
+            .hugepage_limits()
+            .iter()
+            .flatten()
+            .map(|h| HugepageLimit { page_size: h.page_size().clone(), limit: u64::try_from(h.limit()).unwrap_or(0) })
+            .collect(),
+        unified: resources.unified().clone().unwrap_or_default().into_iter().collect(),
+        memory_swap_limit_in_bytes: memory.swap().unwrap_or(0),
+    })
+}
+
+/// The user a container's process runs as, from its OCI spec.
+pub fn cri_user(spec: &oci_spec::runtime::Spec) -> Option<LinuxContainerUser> {
+    let user = spec.process().as_ref()?.user();
+    Some(LinuxContainerUser {
+        uid: i64::from(user.uid()),
+        gid: i64::from(user.gid()),
+        supplemental_groups: user.additional_gids().iter().flatten().map(|g| i64::from(*g)).collect(),
+    })
+}
+
+/// `update` (from UpdateContainerResources) written into `spec`: the
+/// values it sets replace the spec's, the rest stay.
+pub fn merge_resources(spec: &mut oci_spec::runtime::Spec, update: &oci_spec::runtime::LinuxResources) {
+    let Some(linux) = spec.linux_mut() else { return };
+    let mut resources = linux.resources().clone().unwrap_or_default();
+    if let Some(new) = update.cpu() {
+        let mut cpu = resources.cpu().clone().unwrap_or_default();
+        if let Some(v) = new.shares() {
+            cpu.set_shares(Some(v));
+        }
+        if let Some(v) = new.quota() {
+            cpu.set_quota(Some(v));
+        }
+        if let Some(v) = new.period() {
+            cpu.set_period(Some(v));
+        }
+        if let Some(v) = new.cpus() {
+            cpu.set_cpus(Some(v.clone()));
+        }
+        if let Some(v) = new.mems() {
+            cpu.set_mems(Some(v.clone()));
+        }
+        resources.set_cpu(Some(cpu));
+    }
+    if let Some(new) = update.memory() {
+        let mut memory = resources.memory().unwrap_or_default();
+        if let Some(v) = new.limit() {
+            memory.set_limit(Some(v));
+        }
+        if let Some(v) = new.swap() {
+            memory.set_swap(Some(v));
+        }
+        resources.set_memory(Some(memory));
+    }
+    if let Some(new) = update.hugepage_limits() {
+        resources.set_hugepage_limits(Some(new.clone()));
+    }
+    if let Some(new) = update.unified() {
+        let mut unified = resources.unified().clone().unwrap_or_default();
+        unified.extend(new.clone());
+        resources.set_unified(Some(unified));
+    }
+    linux.set_resources(Some(resources));
+}
+
 fn cpu(r: &LinuxContainerResources) -> Result<Option<LinuxCpu>> {
     let mut cpu = LinuxCpuBuilder::default();
     let mut any = false;
@@ -1465,6 +1546,30 @@ mod tests {
     };
     use oci_spec::runtime::{LinuxSeccompAction, LinuxSeccompOperator, Process};
     use tonic::Code;
+
+    #[test]
+    fn resources_read_back_from_the_spec_and_updates_merge() {
+        let mut spec = oci_spec::runtime::Spec::default();
+        let asked = LinuxContainerResources {
+            cpu_shares: 512,
+            cpu_period: 100_000,
+            cpu_quota: 50_000,
+            memory_limit_in_bytes: 64 << 20,
+            cpuset_cpus: "0".into(),
+            ..Default::default()
+        };
+        let resources = update_resources(&asked).unwrap();
+        spec.linux_mut().as_mut().unwrap().set_resources(Some(resources));
+        let back = cri_resources(&spec).unwrap();
+        assert_eq!((back.cpu_shares, back.cpu_period, back.cpu_quota), (512, 100_000, 50_000));
+        assert_eq!((back.memory_limit_in_bytes, back.cpuset_cpus.as_str()), (64 << 20, "0"));
+        let update = update_resources(&LinuxContainerResources { cpu_quota: 20_000, ..Default::default() }).unwrap();
+        merge_resources(&mut spec, &update);
+        let back = cri_resources(&spec).unwrap();
+        assert_eq!((back.cpu_shares, back.cpu_quota, back.memory_limit_in_bytes), (512, 20_000, 64 << 20));
+        let user = cri_user(&spec).unwrap();
+        assert_eq!((user.uid, user.gid), (0, 0));
+    }
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
         daemon:x:1:1::/:/sbin/nologin\n\

@@ -229,6 +229,22 @@ async fn devices_sysctls_paths_and_limits_hold_inside_the_container() {
     }
     assert!(out.lines().any(|l| l == "quota:50000" || l == "quota:50000 100000"), "{out}");
 
+    // ContainerStatus reports the resources and the user it runs with; an update shows there too.
+    let status = bulkhead_e2e::pod::container_status(&node, &id).await;
+    let resources = status.resources.and_then(|r| r.linux).unwrap();
+    assert_eq!((resources.cpu_period, resources.cpu_quota, resources.oom_score_adj), (100_000, 50_000, 500));
+    let user = status.user.and_then(|u| u.linux).unwrap();
+    assert_eq!((user.uid, user.gid), (0, 0));
+    let update = LinuxContainerResources { cpu_period: 100_000, cpu_quota: 20_000, ..Default::default() };
+    let req = UpdateContainerResourcesRequest { container_id: id.clone(), linux: Some(update), ..Default::default() };
+    node.daemon.runtime().await.update_container_resources(req).await.unwrap();
+    let status = bulkhead_e2e::pod::container_status(&node, &id).await;
+    assert_eq!(status.resources.and_then(|r| r.linux).unwrap().cpu_quota, 20_000);
+    let (_, quota) =
+        exec(&node, &id, "/bin/busybox cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu.max 2>/dev/null")
+            .await;
+    assert!(quota.starts_with("20000"), "{quota}");
+
     // A Localhost seccomp profile that does not exist; a user name the image does not know.
     let mut rt = node.daemon.runtime().await;
     let mut bad = sleeper(&node, "bad-profile");
@@ -283,5 +299,61 @@ async fn stdin_is_held_open_when_asked_for_and_empty_otherwise() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let still = bulkhead_e2e::pod::container_status(&node, &open).await;
     assert_eq!(still.state, ContainerState::ContainerRunning as i32, "cat still waits on its stdin");
+    remove_pod(&node, &pod.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debug_container_shares_its_targets_pid_namespace() {
+    let node = node("10.218.19.0/24").await;
+    let mut pod_cfg = pod_config(&node, "target");
+    let namespaces =
+        |pid: i32, target_id: &str| NamespaceOption { pid, target_id: target_id.into(), ..Default::default() };
+    pod_cfg.linux.get_or_insert_with(Default::default).security_context =
+        Some(LinuxSandboxSecurityContext { namespace_options: Some(namespaces(1, "")), ..Default::default() });
+    let pod = run_pod(&node, pod_cfg).await;
+    let mut app = container_config(&node, "app", "exec /bin/busybox sleep 4321");
+    security(&mut app).namespace_options = Some(namespaces(1, ""));
+    let app = run_container(&node, &pod, app).await;
+    // pid TARGET (3): the debug container sees the app's processes; a CONTAINER one does not.
+    let mut debug = sleeper(&node, "debug");
+    security(&mut debug).namespace_options = Some(namespaces(3, &app));
+    let debug = run_container(&node, &pod, debug).await;
+    let (_, seen) = exec(&node, &debug, "/bin/busybox ps").await;
+    assert!(seen.contains("sleep 4321"), "{seen}");
+    let mut alone = sleeper(&node, "alone");
+    security(&mut alone).namespace_options = Some(namespaces(1, ""));
+    let alone = run_container(&node, &pod, alone).await;
+    let (_, seen) = exec(&node, &alone, "/bin/busybox ps").await;
+    assert!(!seen.contains("sleep 4321"), "{seen}");
+
+    let mut rt = node.daemon.runtime().await;
+    let create = |name: &str, target: &str| {
+        let mut config = sleeper(&node, name);
+        security(&mut config).namespace_options = Some(namespaces(3, target));
+        CreateContainerRequest {
+            pod_sandbox_id: pod.0.clone(),
+            config: Some(config),
+            sandbox_config: Some(pod.1.clone()),
+        }
+    };
+    let err = rt.create_container(create("nowhere", "no-such-container")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    assert!(err.message().contains("no-such-container"), "{err:?}");
+    let err = rt.create_container(create("unnamed", "")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    rt.stop_container(StopContainerRequest { container_id: app.clone(), timeout: 0 }).await.unwrap();
+    let err = rt.create_container(create("late", &app)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+
+    // TARGET is for containers: a pod asking for it is refused, naming the field.
+    let mut bad = pod_config(&node, "bad-target");
+    bad.linux.get_or_insert_with(Default::default).security_context =
+        Some(LinuxSandboxSecurityContext { namespace_options: Some(namespaces(3, &app)), ..Default::default() });
+    let err = rt
+        .run_pod_sandbox(RunPodSandboxRequest { config: Some(bad), runtime_handler: String::new() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("namespace_options.pid"), "{err:?}");
     remove_pod(&node, &pod.0).await;
 }
