@@ -357,3 +357,41 @@ async fn a_debug_container_shares_its_targets_pid_namespace() {
     assert!(err.message().contains("namespace_options.pid"), "{err:?}");
     remove_pod(&node, &pod.0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recursive_read_only_mount_covers_the_mounts_below_it() {
+    let node = node("10.218.20.0/24").await;
+    let pod = run_pod(&node, pod_config(&node, "rro")).await;
+    // A host directory with a tmpfs mounted below it.
+    let host = tempfile::tempdir().unwrap();
+    let sub = host.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    nix::mount::mount(Some("tmpfs"), &sub, Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>).unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(sub.clone());
+    let mount = |path: &str, recursive: bool| Mount {
+        container_path: path.into(),
+        host_path: host.path().display().to_string(),
+        readonly: true,
+        recursive_read_only: recursive,
+        propagation: MountPropagation::PropagationPrivate as i32,
+        ..Default::default()
+    };
+    let mut config = sleeper(&node, "rro");
+    config.mounts = vec![mount("/rro", true), mount("/ro", false)];
+    let id = run_container(&node, &pod, config).await;
+    let (_, out) = exec(
+        &node,
+        &id,
+        "for d in /rro /ro; do echo x > $d/sub/f 2>/dev/null && echo $d:sub-writable || echo $d:sub-read-only; done",
+    )
+    .await;
+    assert!(out.contains("/rro:sub-read-only"), "{out}");
+    assert!(out.contains("/ro:sub-writable"), "a plain read-only bind leaves mounts below it as they are: {out}");
+    remove_pod(&node, &pod.0).await;
+}

@@ -27,6 +27,12 @@ async fn status_reports_true_conditions_and_verbose_config() {
     let mut rt = daemon.runtime().await;
     let status = rt.status(StatusRequest { verbose: false }).await.unwrap().into_inner();
     assert!(status.info.is_empty(), "info only when verbose");
+    // One handler, the default; the features built say so (this kernel has mount_setattr).
+    let handlers = &status.runtime_handlers;
+    assert_eq!(handlers.len(), 1);
+    assert_eq!(handlers[0].name, "");
+    assert!(handlers[0].features.unwrap().recursive_read_only_mounts);
+    assert!(status.features.unwrap().supplemental_groups_policy);
     let conditions = status.status.unwrap().conditions;
     let get = |kind: &str| conditions.iter().find(|c| c.r#type == kind).cloned().unwrap();
     let runtime = get("RuntimeReady");

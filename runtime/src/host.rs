@@ -18,6 +18,8 @@ pub struct HostReport {
     pub cgroup_layout: Option<Layout>,
     /// One line per missing prerequisite; empty when the host is fit.
     pub missing: Vec<String>,
+    /// Recursive read-only mounts (`rro`) work: the kernel has mount_setattr.
+    pub recursive_read_only: bool,
 }
 
 impl HostReport {
@@ -51,7 +53,7 @@ impl HostReport {
             )),
             Err(e) => missing.push(format!("read {}: {e}", filesystems.display())),
         }
-        HostReport { cgroup_layout, missing }
+        HostReport { cgroup_layout, missing, recursive_read_only: crate::sys::has_mount_setattr() }
     }
 
     pub fn is_fit(&self) -> bool {

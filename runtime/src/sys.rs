@@ -69,6 +69,23 @@ pub(crate) fn mount_setattr_recursive(fd: BorrowedFd<'_>, set: u64, clear: u64) 
     .map(drop)
 }
 
+/// Whether the kernel has mount_setattr(2) (Linux 5.12+): a call on no
+/// descriptor fails with EBADF where it exists, ENOSYS where it does not.
+pub(crate) fn has_mount_setattr() -> bool {
+    // SAFETY: mount_setattr with fd -1 and null pointers reads nothing; it fails at once.
+    let result = Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            -1,
+            std::ptr::null::<libc::c_char>(),
+            0,
+            std::ptr::null::<MountAttr>(),
+            0,
+        )
+    });
+    result != Err(Errno::ENOSYS)
+}
+
 /// The kernel's struct sigaction for rt_sigaction(2) (not libc's).
 #[repr(C)]
 struct KernelSigaction {

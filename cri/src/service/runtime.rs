@@ -75,12 +75,15 @@ fn status(ctx: &Context, verbose: bool, net: Readiness) -> StatusResponse {
             ],
         }),
         info: if verbose { verbose_info(ctx, &host, &net) } else { HashMap::new() },
-        // The default handler; the features it does not have yet say false.
+        // The one handler, the default; user namespaces for pods are not built yet.
         runtime_handlers: vec![RuntimeHandler {
             name: String::new(),
-            features: Some(RuntimeHandlerFeatures { recursive_read_only_mounts: false, user_namespaces: false }),
+            features: Some(RuntimeHandlerFeatures {
+                recursive_read_only_mounts: host.recursive_read_only,
+                user_namespaces: false,
+            }),
         }],
-        features: Some(RuntimeFeatures { supplemental_groups_policy: false }),
+        features: Some(RuntimeFeatures { supplemental_groups_policy: true }),
     }
 }
 
