@@ -90,4 +90,4 @@ pub use error::Error;
 pub use frame::{GoAwayStatus, RstStatus};
 pub use session::{Incoming, Role, Session};
 pub use state::{MAX_DATA_FRAME, Stats};
-pub use stream::{ReadHalf, Stream, WriteHalf};
+pub use stream::{ReadHalf, Stream, StreamRef, WriteHalf};

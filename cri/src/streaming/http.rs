@@ -272,41 +272,49 @@ fn remote_command(
         Ok(upgrade) => upgrade,
         Err(refused) => return *refused,
     };
-    let response = switching(&upgrade);
-    let on_upgrade = hyper::upgrade::on(&mut req);
     let kind = match command {
         Command::Exec(_) => "exec",
         Command::Attach(_) => "attach",
     };
     let span = tracing::info_span!("stream", kind, container_id = %container_id);
-    tokio::spawn(tracing::Instrument::instrument(
-        async move {
-            let io = match on_upgrade.await {
-                Ok(upgraded) => TokioIo::new(upgraded),
-                Err(e) => {
-                    tracing::debug!(error = %e, "upgrade failed");
+    upgraded(&mut req, upgrade, span, move |io, upgrade| async move {
+        let session = match upgrade {
+            Upgrade::Spdy(protocol) => match Session::spdy(io, protocol, options, creation_timeout).await {
+                Ok(session) => session,
+                Err(message) => {
+                    tracing::warn!(%message, "streaming session not started");
                     return;
                 }
-            };
-            let session = match upgrade {
-                Upgrade::Spdy(protocol) => match Session::spdy(io, protocol, options, creation_timeout).await {
-                    Ok(session) => session,
-                    Err(message) => {
-                        tracing::warn!(%message, "streaming session not started");
-                        return;
-                    }
-                },
-                Upgrade::WebSocket { protocol, .. } => {
-                    let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-                    Session::websocket(ws, protocol, options).await
-                }
-            };
-            tracing::debug!("session started");
-            match command {
-                Command::Exec(r) => exec::run(ctx, r.container_id, r.cmd, r.tty, session).await,
-                Command::Attach(r) => attach::run(ctx, r.container_id, session).await,
+            },
+            Upgrade::WebSocket { protocol, .. } => {
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+                Session::websocket(ws, protocol, options).await
             }
-            tracing::debug!("session ended");
+        };
+        tracing::debug!("session started");
+        match command {
+            Command::Exec(r) => exec::run(ctx, r.container_id, r.cmd, r.tty, session).await,
+            Command::Attach(r) => attach::run(ctx, r.container_id, session).await,
+        }
+        tracing::debug!("session ended");
+    })
+}
+
+/// Answers 101 for `upgrade` and, once hyper hands the connection over,
+/// runs `session` on it in a task of its own, inside `span`.
+fn upgraded<F, Fut>(req: &mut Request<Incoming>, upgrade: Upgrade, span: tracing::Span, session: F) -> Reply
+where
+    F: FnOnce(TokioIo<hyper::upgrade::Upgraded>, Upgrade) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let response = switching(&upgrade);
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            match on_upgrade.await {
+                Ok(io) => session(TokioIo::new(io), upgrade).await,
+                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+            }
         },
         span,
     ));
@@ -346,29 +354,16 @@ fn port_forward(ctx: Arc<Context>, mut req: Request<Incoming>, pod_id: String, c
         },
         Upgrade::Spdy(_) => Vec::new(),
     };
-    let response = switching(&upgrade);
-    let on_upgrade = hyper::upgrade::on(&mut req);
     let span = tracing::info_span!("stream", kind = "portforward", pod_id = %pod_id);
-    tokio::spawn(tracing::Instrument::instrument(
-        async move {
-            let io = match on_upgrade.await {
-                Ok(upgraded) => TokioIo::new(upgraded),
-                Err(e) => {
-                    tracing::debug!(error = %e, "upgrade failed");
-                    return;
-                }
-            };
-            match upgrade {
-                Upgrade::Spdy(_) => portforward::spdy(ctx, pod_id, io, creation_timeout).await,
-                Upgrade::WebSocket { protocol, .. } => {
-                    let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-                    portforward::websocket(ctx, pod_id, ws, protocol, ports).await
-                }
+    upgraded(&mut req, upgrade, span, move |io, upgrade| async move {
+        match upgrade {
+            Upgrade::Spdy(_) => portforward::spdy(ctx, pod_id, io, creation_timeout).await,
+            Upgrade::WebSocket { protocol, .. } => {
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+                portforward::websocket(ctx, pod_id, ws, protocol, ports).await
             }
-        },
-        span,
-    ));
-    response
+        }
+    })
 }
 
 #[cfg(test)]
