@@ -216,6 +216,27 @@ async fn prepare(config: Config, config_file: Option<PathBuf>, claimed: &mut Cla
     Ok(Ready { ctx, socket, metrics_listener, streaming_listener, _locks: std::mem::take(&mut claimed.locks) })
 }
 
+/// Tells the service manager how the daemon is (sd_notify(3): `READY=1`,
+/// `STOPPING=1`) when it asked, through `$NOTIFY_SOCKET` (a path, or an
+/// abstract name after `@`); nothing otherwise. Best effort: a manager
+/// that went away must not stop the daemon.
+fn notify_service_manager(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let target = target.to_string_lossy().into_owned();
+    let address = match target.strip_prefix('@') {
+        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()),
+        None => std::os::unix::net::SocketAddr::from_pathname(&target),
+    };
+    let sent = address.and_then(|address| {
+        let socket = std::os::unix::net::UnixDatagram::unbound()?;
+        socket.send_to_addr(state.as_bytes(), &address)
+    });
+    if let Err(e) = sent {
+        tracing::warn!(socket = %target, error = %e, "could not notify the service manager");
+    }
+}
+
 /// Resolves when SIGTERM or SIGINT arrives, naming it.
 async fn shutdown_signal() -> Result<&'static str> {
     let mut term = signal(SignalKind::terminate()).map_err(Error::io("install SIGTERM handler", "signal"))?;
@@ -259,6 +280,8 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
     );
     let exits = tokio::spawn(crate::events::watch_exits(ctx.clone()));
     let (listener, _socket_file) = socket.into_parts();
+    // The socket is bound and listening: connections wait in its backlog until served.
+    notify_service_manager("READY=1");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let cri = Cri::new(ctx.clone());
     let server = tokio::spawn(
@@ -286,6 +309,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<()> {
         sig = signal => {
             let sig = sig.map_err(|e| Error::Internal(format!("signal task failed: {e}")))??;
             tracing::info!(signal = sig, grace_seconds = grace.as_secs(), "shutting down: no new connections; in-flight requests may finish");
+            notify_service_manager("STOPPING=1");
             server_ended_early = None;
         }
     }

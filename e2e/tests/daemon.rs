@@ -159,6 +159,26 @@ async fn sigterm_exits_zero_and_removes_the_socket() {
 }
 
 #[test]
+fn the_service_manager_hears_ready_and_stopping() {
+    // As systemd's Type=notify: a datagram socket named by NOTIFY_SOCKET.
+    let sandbox = Sandbox::new();
+    let path = sandbox.dir.path().join("notify.sock");
+    let manager = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    manager.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let mut cmd = sandbox.command(&[]);
+    cmd.env("NOTIFY_SOCKET", &path).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut buf = [0u8; 64];
+    let n = manager.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1");
+    assert!(sandbox.socket.exists(), "ready means the CRI socket is there");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let n = manager.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
 fn a_bad_config_file_is_refused_naming_the_key_and_creating_nothing() {
     let sandbox = Sandbox::new();
     for (text, key) in [
