@@ -45,13 +45,7 @@ bench_pid=
 cleanup() {
     local status=$? p
     set +e
-    if [ -n "$bench_pid" ] && kill -0 -- "-$bench_pid" 2>/dev/null; then
-        echo "stopping what the bench left running (process group $bench_pid)"
-        kill -TERM -- "-$bench_pid"
-        sleep 3
-        kill -KILL -- "-$bench_pid" 2>/dev/null
-        sleep 1
-    fi
+    stop_bench_group
     unmount_tree "$mnt" # mounts below it (there should be none) first
     free_loop "$image"
     rm -rf "$base"

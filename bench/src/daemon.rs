@@ -4,6 +4,7 @@
 //! connects.
 
 use std::fs;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,6 +41,23 @@ impl Daemon {
         Ok(Daemon { name, child: Some(child), log: log.to_owned() })
     }
 
+    /// Starts `bulkhead` on its own root, state directory, socket and
+    /// configuration file, logging at `log_level` to `log`.
+    pub fn bulkhead(
+        binary: &Path,
+        dirs: [&Path; 2],
+        socket: &Path,
+        config: &Path,
+        log_level: &str,
+        log: &Path,
+    ) -> Result<Daemon> {
+        let [root, state] = dirs;
+        let mut command = Command::new(binary);
+        command.arg("--root").arg(root).arg("--state").arg(state).arg("--socket").arg(socket);
+        command.arg("--config").arg(config).args(["--log-level", log_level]);
+        Daemon::spawn("bulkhead", &mut command, log)
+    }
+
     pub fn pid(&self) -> Option<i32> {
         self.child.as_ref().map(|c| c.id() as i32)
     }
@@ -54,6 +72,34 @@ impl Daemon {
                 Err(format!("{} exited: {status}; the end of its log:\n{}", self.name, tail(&self.log)))
             }
             Err(e) => Err(format!("wait for {}: {e}", self.name)),
+        }
+    }
+
+    /// Polls every 20 ms, up to 60 s, until `ready` (given a channel over
+    /// `socket`, once it exists) says yes; `ready`'s error is what the
+    /// failure names.
+    pub async fn wait_until<T, F, Fut>(&mut self, socket: &Path, mut ready: F) -> Result<T>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = String::from("no socket yet");
+        loop {
+            self.check_alive()?;
+            if socket.exists() {
+                match connect(socket).await {
+                    Ok(channel) => match ready(channel).await {
+                        Ok(value) => return Ok(value),
+                        Err(e) => last = e,
+                    },
+                    Err(e) => last = e,
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{} was not ready within 60 s: {last}", self.name));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -122,4 +168,94 @@ fn socket_display(e: &tonic::transport::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// What a bench sets in containerd's configuration beyond what every
+/// bench's containerd has.
+#[derive(Debug)]
+pub struct ContainerdConfig<'a> {
+    /// Where its state and sockets go (else `dir`).
+    pub state: Option<&'a Path>,
+    /// The CRI plugin's `sandbox_image`.
+    pub sandbox_image: &'a str,
+    /// The CNI plugins' directory.
+    pub cni_bin: &'a Path,
+    /// Lines for the CRI plugin's table and for its `containerd` table.
+    pub cri: &'a str,
+    pub containerd: &'a str,
+    /// More tables, at the end.
+    pub tables: &'a str,
+}
+
+impl Default for ContainerdConfig<'_> {
+    /// Debian's CNI plugins, nothing else set.
+    fn default() -> Self {
+        ContainerdConfig {
+            state: None,
+            sandbox_image: "",
+            cni_bin: Path::new("/usr/lib/cni"),
+            cri: "",
+            containerd: "",
+            tables: "",
+        }
+    }
+}
+
+/// Writes containerd's `config.toml` in `dir`, and returns its path:
+/// config version 2 with its own root (`dir/root`), state, gRPC, ttrpc and
+/// debug sockets and `opt` path; the CRI plugin with its streaming server
+/// on 127.0.0.1 (any port), the overlayfs snapshotter, CNI configurations
+/// from `dir/cni`, and `registry` (`host:port`, plain HTTP) through a
+/// `hosts.toml` under `dir/certs.d`.
+pub fn write_containerd_config(dir: &Path, registry: &str, c: &ContainerdConfig) -> Result<PathBuf> {
+    let hosts = dir.join("certs.d").join(registry);
+    fs::create_dir_all(&hosts).map_err(|e| format!("create {}: {e}", hosts.display()))?;
+    let hosts_toml = format!(
+        "server = \"http://{registry}\"\n\n[host.\"http://{registry}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+    );
+    fs::write(hosts.join("hosts.toml"), hosts_toml).map_err(|e| format!("write hosts.toml: {e}"))?;
+    let d = dir.display();
+    let r = c.state.unwrap_or(dir).display();
+    let config = format!(
+        r#"version = 2
+root = "{d}/root"
+state = "{r}/state"
+
+[grpc]
+  address = "{r}/containerd.sock"
+
+[ttrpc]
+  address = "{r}/containerd.sock.ttrpc"
+
+[debug]
+  address = "{r}/debug.sock"
+  level = "warn"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{sandbox_image}"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+{cri}
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  snapshotter = "overlayfs"
+{containerd}
+[plugins."io.containerd.grpc.v1.cri".cni]
+  bin_dir = "{cni_bin}"
+  conf_dir = "{d}/cni"
+
+[plugins."io.containerd.grpc.v1.cri".registry]
+  config_path = "{d}/certs.d"
+{tables}"#,
+        sandbox_image = c.sandbox_image,
+        cri = c.cri,
+        containerd = c.containerd,
+        cni_bin = c.cni_bin.display(),
+        tables = c.tables,
+    );
+    let path = dir.join("config.toml");
+    fs::write(&path, config).map_err(|e| format!("write {}: {e}", path.display()))?;
+    Ok(path)
 }

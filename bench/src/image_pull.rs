@@ -35,7 +35,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bulkhead_bench::daemon::Daemon;
+use bulkhead_bench::daemon::{ContainerdConfig, Daemon, write_containerd_config};
+use bulkhead_bench::median;
 use bulkhead_e2e::registry::{LayerCompression, Registry};
 use bulkhead_proto::cri::image_service_client::ImageServiceClient;
 use bulkhead_proto::cri::{ImageSpec, ListImagesRequest, PullImageRequest, RemoveImageRequest};
@@ -304,30 +305,17 @@ fn layer_blobs(host: &str, repo: &str, tag: &str) -> Result<Vec<Blob>> {
 
 // ------------------------------------------------------------- the daemons
 
-async fn connect(socket: &Path) -> Result<ImageServiceClient<Channel>> {
-    Ok(ImageServiceClient::new(bulkhead_bench::daemon::connect(socket).await?))
-}
-
 /// An `ImageService` client once the daemon answers `ListImages` (up to 60 s).
 async fn wait_ready(daemon: &mut Daemon, socket: &Path) -> Result<ImageServiceClient<Channel>> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = String::from("no socket yet");
-    loop {
-        daemon.check_alive()?;
-        if socket.exists() {
-            match connect(socket).await {
-                Ok(mut client) => match client.list_images(ListImagesRequest::default()).await {
-                    Ok(_) => return Ok(client),
-                    Err(status) => last = status.to_string(),
-                },
-                Err(e) => last = e,
+    daemon
+        .wait_until(socket, |channel| async move {
+            let mut client = ImageServiceClient::new(channel);
+            match client.list_images(ListImagesRequest::default()).await {
+                Ok(_) => Ok(client),
+                Err(status) => Err(status.to_string()),
             }
-        }
-        if Instant::now() > deadline {
-            return Err(format!("{} did not answer within 60 s: {last}", daemon.name));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        })
+        .await
 }
 
 fn spec(reference: &str) -> Option<ImageSpec> {
@@ -468,18 +456,12 @@ impl Bench {
         fs::write(&config, toml).map_err(|e| format!("write {}: {e}", config.display()))?;
         let socket = dir.join("run/bulkhead.sock");
         let started = Instant::now();
-        let mut daemon = Daemon::spawn(
-            "bulkhead",
-            Command::new(&self.bulkhead)
-                .arg("--root")
-                .arg(dir.join("root"))
-                .arg("--state")
-                .arg(dir.join("state"))
-                .arg("--socket")
-                .arg(&socket)
-                .arg("--config")
-                .arg(&config)
-                .args(["--log-level", "warn"]),
+        let mut daemon = Daemon::bulkhead(
+            &self.bulkhead,
+            [&dir.join("root"), &dir.join("state")],
+            &socket,
+            &config,
+            "warn",
             &self.work.join("bulkhead.log"),
         )?;
         let mut client = wait_ready(&mut daemon, &socket).await?;
@@ -496,52 +478,9 @@ impl Bench {
     }
 
     async fn containerd(&self, dir: &Path) -> Result<Sample> {
-        let host = &self.registry_host;
-        let hosts = dir.join("certs.d").join(host);
-        fs::create_dir_all(&hosts).map_err(|e| format!("create {}: {e}", hosts.display()))?;
-        let hosts_toml = format!(
-            "server = \"http://{host}\"\n\n[host.\"http://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
-        );
-        fs::write(hosts.join("hosts.toml"), hosts_toml).map_err(|e| format!("write hosts.toml: {e}"))?;
         let socket = dir.join("containerd.sock");
-        let d = dir.display();
-        let config = format!(
-            r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-
-[grpc]
-  address = "{d}/containerd.sock"
-
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-
-[debug]
-  address = "{d}/debug.sock"
-  level = "warn"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{reference}"
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-
-[plugins."io.containerd.grpc.v1.cri".containerd]
-  snapshotter = "overlayfs"
-
-[plugins."io.containerd.grpc.v1.cri".cni]
-  bin_dir = "/usr/lib/cni"
-  conf_dir = "{d}/cni"
-
-[plugins."io.containerd.grpc.v1.cri".registry]
-  config_path = "{d}/certs.d"
-"#,
-            reference = self.reference
-        );
-        let config_path = dir.join("config.toml");
-        fs::write(&config_path, config).map_err(|e| format!("write {}: {e}", config_path.display()))?;
+        let config = ContainerdConfig { sandbox_image: &self.reference, ..ContainerdConfig::default() };
+        let config_path = write_containerd_config(dir, &self.registry_host, &config)?;
         let started = Instant::now();
         let mut daemon = Daemon::spawn(
             "containerd",
@@ -653,16 +592,6 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 }
 
 // ------------------------------------------------------------------ report
-
-fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
 
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
