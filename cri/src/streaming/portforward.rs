@@ -28,6 +28,10 @@ pub const SPDY_PROTOCOLS: &[&str] = &["portforward.k8s.io"];
 pub const WEBSOCKET_PROTOCOLS: &[&str] = &["v4.channel.k8s.io", "v4.base64.channel.k8s.io", ""];
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Per direction of a forwarded connection: tokio's default (8 KiB) costs
+/// a syscall per 8 KiB, several times the CPU of a large transfer (measured:
+/// docs/benchmarks.md, streaming).
+const COPY_BUFFER: usize = 64 * 1024;
 
 /// The pod's network namespace (`None`: the node's), if the pod is ready.
 pub fn netns_of(ctx: &Context, pod_id: &str) -> Result<Option<PathBuf>, String> {
@@ -148,10 +152,12 @@ async fn forward_spdy(
     };
     tracing::debug!(port, stream = data.id(), connected = connected.is_ok(), "port-forward connection");
     match connected {
-        Ok(mut tcp) => match tokio::io::copy_bidirectional(&mut data, &mut tcp).await {
-            Ok((to_pod, from_pod)) => tracing::debug!(port, to_pod, from_pod, "port-forward connection done"),
-            Err(e) => tracing::debug!(error = %e, port, "port-forward connection ended"),
-        },
+        Ok(mut tcp) => {
+            match tokio::io::copy_bidirectional_with_sizes(&mut data, &mut tcp, COPY_BUFFER, COPY_BUFFER).await {
+                Ok((to_pod, from_pod)) => tracing::debug!(port, to_pod, from_pod, "port-forward connection done"),
+                Err(e) => tracing::debug!(error = %e, port, "port-forward connection ended"),
+            }
+        }
         Err(e) => {
             let _ = error.write_all(failure(port, &pod_id, &e).as_bytes()).await;
         }
@@ -218,7 +224,7 @@ async fn forward_channels(
         let _ = wr.shutdown().await;
     };
     let outbound = async {
-        let mut buf = vec![0u8; 32 * 1024];
+        let mut buf = vec![0u8; COPY_BUFFER];
         while let Ok(n) = rd.read(&mut buf).await {
             if n == 0 || to.write(&buf[..n]).await.is_err() {
                 break;
