@@ -352,8 +352,7 @@ do_install() {
   done
   install_file "$CONFIG" "$ETC_DIR/config.toml" 0644 restart
   install_file "$UNIT" "$UNIT_DIR/$SERVICE" 0644 reload
-  # bulkhead does not read auth.json (yet): kubelet passes credentials with
-  # each pull. It is installed for operators and node tools; no restart.
+  # bulkhead reads auth.json (image.auth_file) at each pull: no restart for it.
   if [ -n "$AUTH" ]; then
     install_file "$AUTH" "$ETC_DIR/auth.json" 0600 data
   elif [ "$NO_AUTH" = 1 ]; then

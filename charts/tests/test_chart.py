@@ -222,13 +222,17 @@ def rendered_config_mirrors_the_values(values):
         want["network.cni_conf_dir"] = "/etc/bulkhead/native-mode-no-cni"
     else:
         want["network.pod_cidr"] = ""
+    # The credentials the installer writes are the ones the daemon reads.
+    secret = load_values(values).get("registryCredentials", {}).get("existingSecret")
+    want["image.auth_file"] = "/etc/bulkhead/auth.json" if secret else ""
     assert got == want, {k: (got.get(k), want.get(k)) for k in set(got) | set(want) if got.get(k) != want.get(k)}
 
 
 @test
 def chart_config_has_every_daemon_key():
-    """values.yaml's config mirrors `bulkhead config default`: the same keys, no more, no fewer."""
-    daemon = set(flatten(daemon_default()))
+    """values.yaml's config mirrors `bulkhead config default`: the same keys, no more, no fewer
+    (image.auth_file is the chart's to set, from registryCredentials)."""
+    daemon = set(flatten(daemon_default())) - {"image.auth_file"}
     chart = set(flatten(load_values(None)["config"])) - {"network.mode"}
     assert daemon == chart, f"only the daemon: {sorted(daemon - chart)}; only the chart: {sorted(chart - daemon)}"
 
@@ -454,7 +458,7 @@ def notes_tell_how_to_switch_and_roll_back():
     assert "containerRuntimeEndpoint: unix:///run/bulkhead-cri/cri.sock" in other
     assert "image.repository is" not in other
     creds = notes(os.path.join(TESTS, "values", "cni-registries.yaml"))
-    assert "does not read that file yet" in creds
+    assert "which bulkhead reads (image.auth_file)" in creds
     removing = notes(os.path.join(TESTS, "values", "remove.yaml"))
     assert "REMOVED" in removing and "containerRuntimeEndpoint" not in removing
 

@@ -68,6 +68,9 @@ pub struct ImageConfig {
     pub pinned_images: Vec<String>,
     /// How many layers of one image download and unpack at once.
     pub max_concurrent_downloads: usize,
+    /// Registry credentials (a Docker config.json / .dockerconfigjson),
+    /// used when kubelet sends none; empty: none.
+    pub auth_file: String,
 }
 
 /// One registry's mirrors and TLS settings (containerd's hosts.toml).
@@ -92,6 +95,7 @@ impl Default for ImageConfig {
             registries: Vec::new(),
             pinned_images: Vec::new(),
             max_concurrent_downloads: 3,
+            auth_file: String::new(),
         }
     }
 }
@@ -221,6 +225,10 @@ pub const KEY_DOCS: &[(&str, &str)] = &[
         "Per-registry settings, as [[image.registries]] tables: registry = \"docker.io\", mirrors = [\"https://mirror:5000\"] (tried in order, then the registry), ca_file = \"/etc/bulkhead/ca.pem\", skip_verify = false.",
     ),
     ("image.max_concurrent_downloads", "How many layers of one image download and unpack at once (1-64)."),
+    (
+        "image.auth_file",
+        "Registry credentials in Docker's config.json format ({\"auths\": {\"host\": {\"auth\": base64(user:password)}}}), read at each pull and used when kubelet sends none (CRI-O's global_auth_file). Empty: none.",
+    ),
     (
         "image.pinned_images",
         "Images (references) reported as pinned: kubelet's image garbage collection never removes them.",
@@ -366,6 +374,9 @@ impl Config {
                 "image.max_concurrent_downloads",
                 format!("{} is outside 1..=64", self.image.max_concurrent_downloads),
             ));
+        }
+        if !self.image.auth_file.is_empty() && !Path::new(&self.image.auth_file).is_absolute() {
+            return Err(bad("image.auth_file", format!("{} is not an absolute path", self.image.auth_file)));
         }
         for (i, image) in self.image.pinned_images.iter().enumerate() {
             image

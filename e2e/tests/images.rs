@@ -136,6 +136,47 @@ async fn basic_auth_credentials_from_kubelet_are_used_and_wrong_ones_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_from_the_auth_file_are_used_when_kubelet_sends_none() {
+    let registry = Registry::start_with_basic_auth("alice", "s3cret");
+    let pushed = registry.push_busybox("private/busybox", "v1").await;
+    let sandbox = Sandbox::new();
+    // As `docker login` writes it (a URL key), the form the chart installs.
+    let auth_file = sandbox.dir.path().join("auth.json");
+    let write_auth = |password: &str| {
+        let token = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("alice:{password}"));
+        let text = format!("{{\"auths\":{{\"https://{}/v1/\":{{\"auth\":\"{token}\"}}}}}}", registry.host);
+        std::fs::write(&auth_file, text).unwrap();
+    };
+    write_auth("s3cret");
+    let config = sandbox.dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[image]\nplain_http_registries = [\"{}\"]\nauth_file = \"{}\"\n", registry.host, auth_file.display()),
+    )
+    .unwrap();
+    let daemon = Daemon::start_with(sandbox, &["--config", config.to_str().unwrap()]).await;
+    let mut images = daemon.image().await;
+    let name = format!("{}/private/busybox:v1", registry.host);
+    let pulled = images.pull_image(PullImageRequest { image: spec(&name), ..Default::default() }).await.unwrap();
+    assert_eq!(pulled.into_inner().image_ref, pushed.config_digest);
+    // Read at each pull: a changed file counts at once; kubelet's credentials come first.
+    images.remove_image(RemoveImageRequest { image: spec(&name) }).await.unwrap();
+    write_auth("wrong");
+    let err = images.pull_image(PullImageRequest { image: spec(&name), ..Default::default() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    let from_kubelet = AuthConfig { username: "alice".into(), password: "s3cret".into(), ..Default::default() };
+    images
+        .pull_image(PullImageRequest { image: spec(&name), auth: Some(from_kubelet), ..Default::default() })
+        .await
+        .unwrap();
+    std::fs::write(&auth_file, "not json").unwrap();
+    images.remove_image(RemoveImageRequest { image: spec(&name) }).await.unwrap();
+    let err = images.pull_image(PullImageRequest { image: spec(&name), ..Default::default() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("image.auth_file"), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multi_layer_multi_platform_image_with_whiteouts_and_zstd_is_assembled_right() {
     use bulkhead_e2e::registry::{LayerCompression, layer};
     use tar::EntryType::{Directory, Link, Regular, Symlink};

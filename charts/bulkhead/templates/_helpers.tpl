@@ -90,6 +90,8 @@ cgroup_driver = {{ $c.runtime.cgroup_driver | toJson }}
 plain_http_registries = {{ $c.image.plain_http_registries | toJson }}
 pull_progress_timeout_seconds = {{ $c.image.pull_progress_timeout_seconds | int64 }}
 max_concurrent_downloads = {{ $c.image.max_concurrent_downloads | int64 }}
+{{- /* The installer writes registryCredentials' Secret there. */}}
+auth_file = {{ if .Values.registryCredentials.existingSecret }}"/etc/bulkhead/auth.json"{{ else }}""{{ end }}
 pinned_images = {{ $c.image.pinned_images | toJson }}
 {{- if not $c.image.registries }}
 registries = []

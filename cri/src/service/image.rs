@@ -4,6 +4,7 @@
 //! succeeds).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -52,6 +53,38 @@ fn credentials(auth: Option<&AuthConfig>) -> Result<Credentials> {
         return Ok(Credentials::Basic { username: decoded.0, password: decoded.1 });
     }
     Ok(Credentials::Anonymous)
+}
+
+/// The credentials for `registry` in a Docker config.json (`auths`, keyed
+/// by host, `https://host` or a URL with a path, as `docker login` writes
+/// them; Docker Hub under any of its names), if the file names it.
+fn credentials_from_file(path: &Path, registry: &str) -> Result<Option<Credentials>> {
+    let text = std::fs::read_to_string(path).map_err(Error::io("read the registry credentials", path))?;
+    let bad = |message: String| Error::InvalidArgument {
+        field: "image.auth_file",
+        message: format!("{}: {message}", path.display()),
+    };
+    let file: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let Some(auths) = file.get("auths").and_then(|a| a.as_object()) else { return Ok(None) };
+    let hub = ["docker.io", "index.docker.io", "registry-1.docker.io"];
+    let host_of = |key: &str| {
+        let key = key.strip_prefix("https://").or_else(|| key.strip_prefix("http://")).unwrap_or(key);
+        key.split('/').next().unwrap_or(key).to_owned()
+    };
+    let wanted = |host: &str| host == registry || (hub.contains(&host) && hub.contains(&registry));
+    let Some(entry) = auths.iter().find(|(key, _)| wanted(&host_of(key))).map(|(_, entry)| entry) else {
+        return Ok(None);
+    };
+    let field = |name: &str| entry.get(name).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    let auth = AuthConfig {
+        username: field("username"),
+        password: field("password"),
+        auth: field("auth"),
+        identity_token: field("identitytoken"),
+        registry_token: field("registrytoken"),
+        ..AuthConfig::default()
+    };
+    credentials(Some(&auth)).map(Some).map_err(|e| bad(format!("the entry of {registry}: {e}")))
 }
 
 /// Whether the config pins `image` (by any of its names).
@@ -132,7 +165,11 @@ impl ImageService for Cri {
         self.observe("PullImage", Ids::image(&name.clone()), async move {
             let name = required(req.image.as_ref(), "image.image")?;
             let reference: Reference = name.parse()?;
-            let creds = credentials(req.auth.as_ref())?;
+            let mut creds = credentials(req.auth.as_ref())?;
+            let auth_file = &ctx.config.image.auth_file;
+            if matches!(creds, Credentials::Anonymous) && !auth_file.is_empty() {
+                creds = credentials_from_file(Path::new(auth_file), reference.registry())?.unwrap_or_default();
+            }
             let started = std::time::Instant::now();
             let pulled = ctx.images.pull(&reference, &creds).await;
             ctx.metrics.observe_pull(started.elapsed(), pulled.as_ref().ok().map(|(_, bytes)| *bytes));
