@@ -2,7 +2,8 @@
 # Runs the OCI lifecycle benchmark (bench/src/main.rs): create → start →
 # wait → delete of /bin/true with bulkhead-oci, the bulkhead library, runc
 # and crun, interleaved. Run as root; arguments go to oci-lifecycle (e.g.
-# --iterations 50). The results are recorded in docs/benchmarks.md.
+# --iterations 50; BULKHEAD_OCI=path measures another bulkhead-oci). The
+# results are recorded in docs/benchmarks.md.
 #
 # It installs runc, crun and busybox-static with apt-get if they are missing,
 # and on a hybrid cgroup host mounts a v1 hugetlb hierarchy at
@@ -34,7 +35,8 @@ echo "host:    $(nproc) cores, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/
 echo "commit:  $commit"
 echo "runc:    $(/usr/sbin/runc --version | head -n1)"
 echo "crun:    $(/usr/bin/crun --version | head -n1)"
-cmd=("$target/oci-lifecycle" --bulkhead-oci "$target/bulkhead-oci" "$@")
+# BULKHEAD_OCI: another bulkhead-oci to measure (e.g. scripts/build-release's static one).
+cmd=("$target/oci-lifecycle" --bulkhead-oci "${BULKHEAD_OCI:-$target/bulkhead-oci}" "$@")
 echo "+ ${cmd[*]}"
 "${cmd[@]}"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
