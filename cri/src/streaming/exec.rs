@@ -31,9 +31,9 @@ pub async fn run(ctx: Arc<Context>, id: String, cmd: Vec<String>, tty: bool, ses
     let outcome = match prepare(&ctx, &id) {
         Ok(pid_file) => {
             let outcome = if tty {
-                with_terminal(&ctx, &id, &cmd, &pid_file, session).await
+                with_terminal(&Job { ctx: &ctx, id: &id, cmd: &cmd, pid_file: &pid_file }, session).await
             } else {
-                with_pipes(&ctx, &id, &cmd, &pid_file, session).await
+                with_pipes(&Job { ctx: &ctx, id: &id, cmd: &cmd, pid_file: &pid_file }, session).await
             };
             let _ = std::fs::remove_file(&pid_file);
             outcome
@@ -85,15 +85,26 @@ async fn wait(child: &mut Child, session: &mut Session, pid_file: &std::path::Pa
     }
 }
 
-async fn with_pipes(
-    ctx: &Context,
-    id: &str,
-    cmd: &[String],
-    pid_file: &std::path::Path,
-    mut session: Session,
-) -> (Session, Outcome) {
+/// One exec: what runs, where, and where its pid is recorded.
+struct Job<'a> {
+    ctx: &'a Context,
+    id: &'a str,
+    cmd: &'a [String],
+    pid_file: &'a std::path::Path,
+}
+
+impl Job<'_> {
+    /// `bulkhead-oci exec` of the job, on a terminal sent to `console` if given.
+    fn command(&self, console: Option<&std::path::Path>) -> tokio::process::Command {
+        exec_command(self.ctx, self.id, self.pid_file, console, self.cmd)
+    }
+}
+
+async fn with_pipes(job: &Job<'_>, mut session: Session) -> (Session, Outcome) {
+    let pid_file = job.pid_file;
     let piped = |wanted: bool| if wanted { Stdio::piped() } else { Stdio::null() };
-    let spawned = exec_command(ctx, id, pid_file, None, cmd)
+    let spawned = job
+        .command(None)
         .stdin(piped(session.stdin.is_some()))
         .stdout(piped(session.stdout.is_some()))
         .stderr(piped(session.stderr.is_some()))
@@ -175,13 +186,8 @@ impl Master {
     }
 }
 
-async fn with_terminal(
-    ctx: &Context,
-    id: &str,
-    cmd: &[String],
-    pid_file: &std::path::Path,
-    mut session: Session,
-) -> (Session, Outcome) {
+async fn with_terminal(job: &Job<'_>, mut session: Session) -> (Session, Outcome) {
+    let (ctx, pid_file) = (job.ctx, job.pid_file);
     let dir = ctx.config.state.join("sockets");
     let console = dir.join(format!("exec-{}.sock", pid_file.file_stem().and_then(|s| s.to_str()).unwrap_or("tty")));
     let _ = std::fs::create_dir_all(&dir);
@@ -189,7 +195,8 @@ async fn with_terminal(
         Ok(listener) => listener,
         Err(e) => return (session, Outcome::Failed(format!("console socket {}: {e}", console.display()))),
     };
-    let spawned = exec_command(ctx, id, pid_file, Some(&console), cmd)
+    let spawned = job
+        .command(Some(&console))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
