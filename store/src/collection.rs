@@ -23,7 +23,22 @@ const TEMP_MARKER: &str = ".tmp.";
 pub struct Collection<T> {
     dir: PathBuf,
     seq: AtomicU64,
+    durability: Durability,
     _record: PhantomData<fn() -> T>,
+}
+
+/// What a finished write survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// A crash of any process and a power loss: every write is fsynced,
+    /// and so is the directory.
+    Durable,
+    /// A crash of any process, not a power loss: the write is still
+    /// atomic (temporary file, rename), but nothing is fsynced. For
+    /// records of things that die with the machine anyway — a container's
+    /// runtime state under /run, as runc keeps its own — where an fsync
+    /// would cost milliseconds per container for nothing.
+    Volatile,
 }
 
 /// Checks that `id` can name a record file: 1 to 200 bytes of ASCII
@@ -63,6 +78,11 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
     /// and removes temporary files left by an interrupted write (by a
     /// writer that is gone).
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        Self::open_with(dir, Durability::Durable)
+    }
+
+    /// [`Collection::open`] with the given durability.
+    pub fn open_with(dir: impl Into<PathBuf>, durability: Durability) -> Result<Self> {
         let dir = dir.into();
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(Error::io("create directory", &dir))?;
         for entry in fs::read_dir(&dir).map_err(Error::io("read directory", &dir))? {
@@ -75,10 +95,10 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
             }
         }
         // The directory entry itself must survive a power loss too.
-        if let Some(parent) = dir.parent() {
+        if let Some(parent) = dir.parent().filter(|_| durability == Durability::Durable) {
             File::open(parent).and_then(|d| d.sync_all()).map_err(Error::io("fsync directory", parent))?;
         }
-        Ok(Collection { dir, seq: AtomicU64::new(0), _record: PhantomData })
+        Ok(Collection { dir, seq: AtomicU64::new(0), durability, _record: PhantomData })
     }
 
     /// The directory holding this collection's records.
@@ -106,7 +126,9 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
                 .open(&tmp)
                 .map_err(Error::io("create", &tmp))?;
             file.write_all(&bytes).map_err(Error::io("write", &tmp))?;
-            file.sync_all().map_err(Error::io("fsync", &tmp))?;
+            if self.durability == Durability::Durable {
+                file.sync_all().map_err(Error::io("fsync", &tmp))?;
+            }
             fs::rename(&tmp, &path).map_err(Error::io("rename into place", &path))
         })();
         if written.is_err() {
@@ -158,6 +180,9 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
     }
 
     fn sync_dir(&self) -> Result<()> {
+        if self.durability == Durability::Volatile {
+            return Ok(());
+        }
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(Error::io("fsync directory", &self.dir))
     }
 }
@@ -183,19 +208,24 @@ mod tests {
 
     #[test]
     fn put_get_replace_delete() {
-        let dir = tempfile::tempdir().unwrap();
-        let c: Collection<Rec> = Collection::open(dir.path().join("pods")).unwrap();
-        assert_eq!(c.get("a").unwrap(), None);
-        c.put("a", &rec(1)).unwrap();
-        assert_eq!(c.get("a").unwrap(), Some(rec(1)));
-        c.put("a", &rec(2)).unwrap();
-        assert_eq!(c.get("a").unwrap(), Some(rec(2)));
-        c.put("sha256:ab", &rec(3)).unwrap();
-        let all = c.load_all().unwrap();
-        assert_eq!(all, vec![("a".into(), rec(2)), ("sha256:ab".into(), rec(3))]);
-        assert!(c.delete("a").unwrap());
-        assert!(!c.delete("a").unwrap());
-        assert_eq!(c.load_all().unwrap().len(), 1);
+        for durability in [Durability::Durable, Durability::Volatile] {
+            let dir = tempfile::tempdir().unwrap();
+            let c: Collection<Rec> = Collection::open_with(dir.path().join("pods"), durability).unwrap();
+            assert_eq!(c.get("a").unwrap(), None);
+            c.put("a", &rec(1)).unwrap();
+            assert_eq!(c.get("a").unwrap(), Some(rec(1)));
+            c.put("a", &rec(2)).unwrap();
+            assert_eq!(c.get("a").unwrap(), Some(rec(2)));
+            c.put("sha256:ab", &rec(3)).unwrap();
+            let all = c.load_all().unwrap();
+            assert_eq!(all, vec![("a".into(), rec(2)), ("sha256:ab".into(), rec(3))]);
+            assert!(c.delete("a").unwrap());
+            assert!(!c.delete("a").unwrap());
+            assert_eq!(c.load_all().unwrap().len(), 1);
+            // No temporary file is left behind either way.
+            let names: Vec<_> = fs::read_dir(c.dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(names, vec![std::ffi::OsString::from("sha256:ab.json")], "{durability:?}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use bulkhead_store::Collection;
+use bulkhead_store::{Collection, Durability};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -19,6 +19,8 @@ struct Pod {
 }
 
 const DIR_ENV: &str = "BULKHEAD_STORE_CRASH_DIR";
+/// "volatile" makes the helper write without fsyncs: a kill -9 must not tear those either.
+const VOLATILE_ENV: &str = "BULKHEAD_STORE_CRASH_VOLATILE";
 const IDS: u64 = 8;
 
 /// Not a test on its own: the child process that `kill_9_mid_write_leaves_whole_records`
@@ -27,7 +29,8 @@ const IDS: u64 = 8;
 #[ignore = "helper process for kill_9_mid_write_leaves_whole_records"]
 fn crash_writer_helper() {
     let Ok(dir) = std::env::var(DIR_ENV) else { return };
-    let c: Collection<Pod> = Collection::open(dir).unwrap();
+    let durability = if std::env::var_os(VOLATILE_ENV).is_some() { Durability::Volatile } else { Durability::Durable };
+    let c: Collection<Pod> = Collection::open_with(dir, durability).unwrap();
     for version in 1.. {
         for i in 0..IDS {
             let id = format!("pod-{i}");
@@ -43,13 +46,14 @@ fn crash_writer_helper() {
 #[test]
 fn kill_9_mid_write_leaves_whole_records() {
     let dir = tempfile::tempdir().unwrap();
-    for round in 0..3 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_writer_helper", "--ignored", "--nocapture", "--test-threads=1"])
-            .env(DIR_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+    for round in 0..6 {
+        let mut writer = Command::new(std::env::current_exe().unwrap());
+        writer.args(["--exact", "crash_writer_helper", "--ignored", "--nocapture", "--test-threads=1"]);
+        writer.env(DIR_ENV, dir.path());
+        if round % 2 == 1 {
+            writer.env(VOLATILE_ENV, "1");
+        }
+        let mut child = writer.stdout(Stdio::piped()).spawn().unwrap();
         // Wait until at least three full rounds were written, then kill at a random-ish point.
         let mut out = child.stdout.take().unwrap();
         let mut buf = [0u8; 4096];
