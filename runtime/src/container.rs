@@ -15,7 +15,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use bulkhead_store::Collection;
+use bulkhead_store::{Collection, Durability};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sched::{CloneFlags, setns, unshare};
@@ -34,6 +34,9 @@ use crate::{Error, Result, init};
 const STATE_RECORD: &str = "state";
 const FIFO: &str = "exec.fifo";
 const CONFIG: &str = "config.json";
+/// A container's state dies with the machine (its processes do), and the
+/// state root is normally on tmpfs: writes are atomic, not fsynced, as runc's.
+const DURABILITY: Durability = Durability::Volatile;
 
 /// The lifecycle states of runtime-spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +65,11 @@ pub struct Record {
     pub own_pid_namespace: bool,
     /// The container's cgroup.
     pub cgroup: Cgroup,
+    /// Whether the config has poststart or poststop hooks; unknown in
+    /// records of older versions. `start` and `delete` read the config
+    /// only when it may have some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_hooks: Option<bool>,
 }
 
 /// The state of a container as runtime-spec (and `runc state`) prints it.
@@ -167,7 +175,9 @@ impl Runtime {
         if !dir.is_dir() {
             return Err(Error::NotFound { id: id.to_owned() });
         }
-        Collection::<Record>::open(&dir)?.get(STATE_RECORD)?.ok_or_else(|| Error::NotFound { id: id.to_owned() })
+        Collection::<Record>::open_with(&dir, DURABILITY)?
+            .get(STATE_RECORD)?
+            .ok_or_else(|| Error::NotFound { id: id.to_owned() })
     }
 
     fn status_of(&self, record: &Record) -> Status {
@@ -187,9 +197,12 @@ impl Runtime {
 
     /// The state of container `id`.
     pub fn state(&self, id: &str) -> Result<State> {
-        let record = self.record(id)?;
+        Ok(self.state_of(self.record(id)?))
+    }
+
+    fn state_of(&self, record: Record) -> State {
         let status = self.status_of(&record);
-        Ok(State {
+        State {
             oci_version: "1.2.0".into(),
             id: record.id.clone(),
             pid: if status == Status::Stopped { 0 } else { record.pid },
@@ -199,7 +212,7 @@ impl Runtime {
             created: record.created,
             owner: String::new(),
             annotations: record.annotations,
-        })
+        }
     }
 
     /// Every container under the root, sorted by id.
@@ -298,9 +311,10 @@ impl Runtime {
                 .map_err(|errno| Error::Syscall { op: "chown exec fifo", path: fifo.clone(), errno })?;
         }
 
-        // SAFETY: this process has one thread (checked above), so the child
-        // can run arbitrary code, including allocation, until it execs or exits.
-        match unsafe { fork() }.map_err(|errno| Error::Syscall { op: "fork", path: dir.to_owned(), errno })? {
+        // This process has one thread (checked above), so the child can run
+        // arbitrary code, including allocation, until it execs or exits.
+        let (forked, in_unified) = fork_in(cgroup);
+        match forked.map_err(|errno| Error::Syscall { op: "fork", path: dir.to_owned(), errno })? {
             ForkResult::Child => {
                 drop(pid_r);
                 drop(report_r);
@@ -311,6 +325,7 @@ impl Runtime {
                     bundle,
                     fifo: &fifo,
                     cgroup,
+                    in_unified,
                     pid_ns: pid_ns.as_ref(),
                     user_ns: user_ns.as_ref(),
                     pid_w,
@@ -359,12 +374,16 @@ impl Runtime {
                     annotations: bundle.spec.annotations().clone().unwrap_or_default().into_iter().collect(),
                     own_pid_namespace: pid_ns.is_some_and(|n| n.path().is_none()),
                     cgroup: cgroup.clone(),
+                    late_hooks: Some(bundle.spec.hooks().as_ref().is_some_and(|h| {
+                        h.poststart().as_ref().is_some_and(|v| !v.is_empty())
+                            || h.poststop().as_ref().is_some_and(|v| !v.is_empty())
+                    })),
                 };
-                Collection::open(dir)?.put(STATE_RECORD, &record)?;
+                Collection::open_with(dir, DURABILITY)?.put(STATE_RECORD, &record)?;
                 if let Some(pid_file) = &options.pid_file {
                     write_pid_file(pid_file, pid)?;
                 }
-                self.state(id)
+                Ok(self.state_of(record))
             }
         }
     }
@@ -382,7 +401,7 @@ impl Runtime {
             .map_err(|errno| Error::Syscall { op: "open exec fifo", path: fifo.clone(), errno })?;
         std::fs::File::from(fd).write_all(b"0").map_err(|source| Error::Read { path: fifo.clone(), source })?;
         std::fs::remove_file(&fifo).map_err(|source| Error::Read { path: fifo, source })?;
-        if let Ok(bundle) = self.bundle_of(&record) {
+        if let Some(Ok(bundle)) = self.late_hooks_bundle(&record) {
             let hooks = bundle.spec.hooks().clone().unwrap_or_default();
             let state = crate::hooks::HookState::new(&bundle, record.pid, "running");
             crate::hooks::run_all_reporting(hooks.poststart(), "hooks.poststart", &state);
@@ -405,6 +424,12 @@ impl Runtime {
             spec: crate::spec::parse(&text)?,
             rootfs: record.rootfs.clone(),
         })
+    }
+
+    /// The bundle as created, when its config may have poststart or
+    /// poststop hooks (None when the record knows it has none).
+    fn late_hooks_bundle(&self, record: &Record) -> Option<Result<Bundle>> {
+        (record.late_hooks != Some(false)).then(|| self.bundle_of(record))
     }
 
     /// Sends `signal` to init, or with `all` to every process of the container.
@@ -465,9 +490,9 @@ impl Runtime {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         record.cgroup.destroy()?;
-        let bundle = self.bundle_of(&record);
+        let bundle = self.late_hooks_bundle(&record);
         std::fs::remove_dir_all(&dir).map_err(|source| Error::Read { path: dir, source })?;
-        if let Ok(bundle) = bundle {
+        if let Some(Ok(bundle)) = bundle {
             let hooks = bundle.spec.hooks().clone().unwrap_or_default();
             let state = crate::hooks::HookState::new(&bundle, record.pid, "stopped");
             crate::hooks::run_all_reporting(hooks.poststop(), "hooks.poststop", &state);
@@ -579,12 +604,14 @@ impl Runtime {
                         init::exit(1);
                     }
                 }
-                // SAFETY: a fork of a single-threaded process is single-threaded.
-                match unsafe { fork() } {
+                // A fork of a single-threaded process is single-threaded.
+                let (forked, in_unified) = fork_in(&record.cgroup);
+                match forked {
                     Ok(ForkResult::Child) => {
                         drop(pid_out);
+                        let cgroup = (&record.cgroup, in_unified);
                         let preserve = options.launch.preserve_fds;
-                        exec_child(&record.cgroup, namespaces, process, seccomp.as_ref(), report_w, console, preserve)
+                        exec_child(cgroup, namespaces, process, seccomp.as_ref(), report_w, console, preserve)
                     }
                     Ok(ForkResult::Parent { child }) => {
                         let _ = pid_out.write_all(child.as_raw().to_string().as_bytes());
@@ -661,7 +688,7 @@ fn processes_of(record: &Record) -> Vec<i32> {
 /// as `process` asks, and execs; a failure is written to `report` (which
 /// closes empty on a successful exec).
 fn exec_child(
-    cgroup: &Cgroup,
+    (cgroup, in_unified): (&Cgroup, bool),
     namespaces: Vec<(CloneFlags, OwnedFd)>,
     process: &oci_spec::runtime::Process,
     seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
@@ -671,7 +698,7 @@ fn exec_child(
 ) -> ! {
     let mut report = std::fs::File::from(report);
     let outcome = (|| -> Result<init::Prepared> {
-        cgroup.join(0)?;
+        cgroup.join_self(in_unified)?;
         for (flag, fd) in namespaces {
             setns(fd, flag).map_err(|errno| Error::Syscall {
                 op: "join namespace",
@@ -690,6 +717,24 @@ fn exec_child(
     };
     let _ = report.write_all(error.to_string().as_bytes());
     init::exit(127)
+}
+
+/// fork(2), the child born in `cgroup`'s v2 directory where the kernel can
+/// ([`crate::sys::fork_into_cgroup`]); the bool says whether it was. The
+/// child joins the rest with [`Cgroup::join_self`]. Only for single-threaded
+/// callers: `create` and `exec` check it, and their children are.
+fn fork_in(cgroup: &Cgroup) -> (nix::Result<ForkResult>, bool) {
+    use std::os::fd::AsFd;
+    // On failure (a kernel before 5.7, a cgroup that refuses processes)
+    // fork plainly: the child's join then names the refusal.
+    if let Some(dir) = cgroup.unified_dir() {
+        // SAFETY: the caller is single-threaded (see above).
+        if let Ok(forked) = unsafe { crate::sys::fork_into_cgroup(dir.as_fd()) } {
+            return (Ok(forked), true);
+        }
+    }
+    // SAFETY: the caller is single-threaded (see above).
+    (unsafe { fork() }, false)
 }
 
 /// Joins the namespace at `ns.path`, or creates a new one; returns whether
@@ -789,6 +834,8 @@ struct Stage1<'a> {
     bundle: &'a Bundle,
     fifo: &'a Path,
     cgroup: &'a Cgroup,
+    /// Whether stage 1 was born in the cgroup's v2 directory.
+    in_unified: bool,
     pid_ns: Option<&'a oci_spec::runtime::LinuxNamespace>,
     user_ns: Option<&'a oci_spec::runtime::LinuxNamespace>,
     /// Init's pid (or an error, or "map") goes here.
@@ -820,7 +867,7 @@ fn enter_user_namespace(
 }
 
 fn stage1(stage: Stage1<'_>) -> ! {
-    let Stage1 { bundle, fifo, cgroup, pid_ns, user_ns, pid_w, map_go, channels, stdio } = stage;
+    let Stage1 { bundle, fifo, cgroup, in_unified, pid_ns, user_ns, pid_w, map_go, channels, stdio } = stage;
     let mut pid_out = std::fs::File::from(pid_w);
     // The container's stdio, inherited by init (dup2 clears close-on-exec).
     for (fd, target) in stdio.into_iter().flatten().zip(0..) {
@@ -831,7 +878,7 @@ fn stage1(stage: Stage1<'_>) -> ! {
     }
     // Join the cgroup before forking init, so init starts (and unshares its
     // cgroup namespace) inside it.
-    if let Err(e) = cgroup.join(0) {
+    if let Err(e) = cgroup.join_self(in_unified) {
         let _ = pid_out.write_all(e.to_string().as_bytes());
         init::exit(1);
     }

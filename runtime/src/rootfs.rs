@@ -212,23 +212,92 @@ fn mount_cgroup(root: &OwnedFd, m: &Mount, cgroup: &Cgroup, fresh: bool) -> Resu
     let tmpfs_flags = flags - MsFlags::MS_RDONLY;
     mount(Some("tmpfs"), &fd_path(&target), Some("tmpfs"), tmpfs_flags, Some("mode=755"))
         .map_err(sys("mount cgroup tmpfs", dest))?;
+    // The binds get their flags in one recursive mount_setattr over the
+    // tmpfs where the kernel has it, rather than a remount each.
+    let attrs = mount_attrs(flags).filter(|_| !fresh && crate::sys::has_mount_setattr());
+    // The tmpfs is new and empty: its directories are made in it directly,
+    // with no path to resolve through the root.
+    let tmpfs = resolve::open(root, dest, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
     for h in &cgroup.hierarchies {
         let sub = dest.join(&h.name);
+        nix::sys::stat::mkdirat(&tmpfs, h.name.as_str(), Mode::from_bits_truncate(0o755))
+            .map_err(sys("mkdir", &sub))?;
+        let target = nix::fcntl::openat(
+            &tmpfs,
+            h.name.as_str(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(sys("open", &sub))?;
         if !fresh {
-            bind(root, &h.dir, &sub, flags)?;
+            mount(Some(&h.dir), &fd_path(&target), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                .map_err(sys("bind mount", &sub))?;
+            if attrs.is_none() && !flags.is_empty() {
+                let mounted = resolve::open(root, &sub, OFlag::O_PATH)?;
+                mount(
+                    None::<&str>,
+                    &fd_path(&mounted),
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
+                    None::<&str>,
+                )
+                .map_err(sys("remount bind mount", &sub))?;
+            }
             continue;
         }
-        let target = resolve::mkdir_all(root, &sub)?;
         let (fstype, data) = if h.unified { ("cgroup2", String::new()) } else { ("cgroup", h.controllers.join(",")) };
         mount(Some("cgroup"), &fd_path(&target), Some(fstype), flags, (!data.is_empty()).then_some(data.as_str()))
             .map_err(sys("mount cgroup", &sub))?;
     }
+    drop(tmpfs);
+    let mounted = resolve::open(root, dest, OFlag::O_PATH)?;
+    if let Some((set, clear)) = attrs {
+        return crate::sys::mount_setattr_recursive(std::os::fd::AsFd::as_fd(&mounted), set, clear)
+            .map_err(sys("set cgroup mount attributes (mount_setattr)", dest));
+    }
     if flags.contains(MsFlags::MS_RDONLY) {
-        let mounted = resolve::open(root, dest, OFlag::O_PATH)?;
         mount(None::<&str>, &fd_path(&mounted), None::<&str>, MsFlags::MS_REMOUNT | flags, Some("mode=755"))
             .map_err(sys("make cgroup tmpfs read-only", dest))?;
     }
     Ok(())
+}
+
+/// `flags` of a bind remount as mount_setattr attributes (to set, to
+/// clear), when they can all be expressed so.
+fn mount_attrs(flags: MsFlags) -> Option<(u64, u64)> {
+    use crate::sys::*;
+    let expressible = MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC
+        | MsFlags::MS_NOATIME
+        | MsFlags::MS_STRICTATIME
+        | MsFlags::MS_RELATIME
+        | MsFlags::MS_NODIRATIME;
+    if !(flags - expressible).is_empty() {
+        return None;
+    }
+    let mut set = 0;
+    for (flag, attr) in [
+        (MsFlags::MS_RDONLY, MOUNT_ATTR_RDONLY),
+        (MsFlags::MS_NOSUID, MOUNT_ATTR_NOSUID),
+        (MsFlags::MS_NODEV, MOUNT_ATTR_NODEV),
+        (MsFlags::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
+        (MsFlags::MS_NODIRATIME, MOUNT_ATTR_NODIRATIME),
+    ] {
+        if flags.contains(flag) {
+            set |= attr;
+        }
+    }
+    // A remount sets one atime mode; relatime is the default one.
+    let atime = if flags.contains(MsFlags::MS_NOATIME) {
+        MOUNT_ATTR_NOATIME
+    } else if flags.contains(MsFlags::MS_STRICTATIME) {
+        MOUNT_ATTR_STRICTATIME
+    } else {
+        MOUNT_ATTR_RELATIME
+    };
+    Some((set | atime, MOUNT_ATTR__ATIME))
 }
 
 fn mount_one(bundle: &Bundle, root: &OwnedFd, m: &Mount) -> Result<()> {

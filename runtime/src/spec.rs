@@ -41,6 +41,11 @@ impl Bundle {
 
 /// Parses config.json text; a type error names the field's path.
 pub fn parse(text: &[u8]) -> Result<Spec> {
+    // Tracking the path costs an allocation per field: only a config that
+    // fails is parsed again to name where.
+    if let Ok(spec) = serde_json::from_slice(text) {
+        return Ok(spec);
+    }
     let mut de = serde_json::Deserializer::from_slice(text);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let message = e.inner().to_string();

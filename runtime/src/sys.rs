@@ -4,6 +4,8 @@
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+use nix::unistd::{ForkResult, Pid};
+
 use nix::errno::Errno;
 use nix::libc;
 
@@ -236,4 +238,54 @@ pub(crate) fn dup2_raw(fd: i32, target: i32) -> Result<(), Errno> {
     }
     // SAFETY: dup2(2) on descriptor numbers; the kernel checks both.
     Errno::result(unsafe { libc::dup2(fd, target) }).map(drop)
+}
+
+/// struct clone_args of clone3(2), up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// fork(2) whose child starts in the cgroup v2 directory `cgroup` (clone3
+/// with CLONE_INTO_CGROUP, Linux 5.7+; no new stack, so the child returns
+/// here as fork's does). Being born there, the child is never migrated:
+/// a migration through `cgroup.procs` write-locks the kernel's threadgroup
+/// semaphore and waits out an RCU grace period, milliseconds per container.
+///
+/// # Safety
+/// As for fork(2): the caller must be single-threaded, for the child runs
+/// on with a copy of its memory, locks included. Unlike glibc's fork, this
+/// does not update glibc's cached thread id in the child; glibc reads it
+/// only for recursive and error-checking pthread mutexes, whose owner stays
+/// consistent in a single-threaded child.
+pub(crate) unsafe fn fork_into_cgroup(cgroup: BorrowedFd<'_>) -> Result<ForkResult, Errno> {
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: `args` is a valid clone_args whose size is passed along; with no
+    // stack the child continues on a copy of this one, as after fork(2), and
+    // the caller guarantees that is sound (single-threaded).
+    let pid = Errno::result(unsafe {
+        libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>())
+    })?;
+    Ok(match pid {
+        0 => ForkResult::Child,
+        pid => ForkResult::Parent { child: Pid::from_raw(pid as i32) },
+    })
 }

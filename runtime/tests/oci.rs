@@ -685,6 +685,15 @@ fn exec_runs_inside_the_container_with_its_exit_code() {
     // the container's init cannot finish dying.
     let exec_pid: i32 = std::fs::read_to_string(&exec_pid_file).unwrap().parse().unwrap();
     let reaper = std::thread::spawn(move || reap(exec_pid));
+    // Init and the exec'd process are in the container's cgroup in every
+    // hierarchy, the v2 one included (born there through clone3, or moved).
+    let want = format!(":/{}", b.dir.path().file_name().unwrap().to_string_lossy());
+    let has_v2 = std::fs::read_to_string("/proc/self/cgroup").unwrap().lines().any(|l| l.starts_with("0::"));
+    for p in [pid, exec_pid] {
+        let cgroups = std::fs::read_to_string(format!("/proc/{p}/cgroup")).unwrap();
+        assert!(cgroups.lines().all(|l| l.ends_with(&want)), "pid {p} outside {want}: {cgroups}");
+        assert_eq!(cgroups.lines().any(|l| l.starts_with("0::")), has_v2, "pid {p}: {cgroups}");
+    }
     let ps: Vec<i32> = serde_json::from_slice(&b.cmd(&["ps", "--format", "json", "c1"]).stdout).unwrap();
     assert_eq!(ps.len(), 2, "init and the detached exec: {ps:?}");
 

@@ -198,12 +198,35 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Moves process `pid` (0: the caller) into the cgroup everywhere.
-    pub fn join(&self, pid: i32) -> Result<()> {
+    /// Moves the calling process, which must be single-threaded, into the
+    /// cgroup everywhere; `in_unified` says it was born in the v2 directory
+    /// already ([`Cgroup::unified_dir`], `fork_into_cgroup`).
+    ///
+    /// On v1 it writes its own thread to `tasks` ("0"): the kernel moves
+    /// the calling thread alone without write-locking the threadgroup
+    /// semaphore, where a `cgroup.procs` write waits out an RCU grace period
+    /// (milliseconds on every create). For a single-threaded process the
+    /// thread is the process. v2 has no such path (`cgroup.threads` only
+    /// moves threads within a threaded subtree): there a process not born
+    /// in its cgroup goes through `cgroup.procs`.
+    pub fn join_self(&self, in_unified: bool) -> Result<()> {
         for h in &self.hierarchies {
-            Self::write(&h.dir, "cgroup.procs", &pid.to_string())?;
+            match (h.unified, in_unified) {
+                (true, true) => {}
+                (true, false) => Self::write(&h.dir, "cgroup.procs", "0")?,
+                (false, _) => Self::write(&h.dir, "tasks", "0")?,
+            }
         }
         Ok(())
+    }
+
+    /// The container's directory in the v2 hierarchy, opened for
+    /// clone3's CLONE_INTO_CGROUP; None on a v1-only host.
+    pub fn unified_dir(&self) -> Option<std::os::fd::OwnedFd> {
+        use nix::fcntl::OFlag;
+        let h = self.hierarchies.iter().find(|h| h.unified)?;
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        nix::fcntl::open(&h.dir, flags, nix::sys::stat::Mode::empty()).ok()
     }
 
     /// Every process in the cgroup.
