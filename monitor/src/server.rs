@@ -163,7 +163,10 @@ fn serve(options: Options) -> Result<(), String> {
     setsid().map_err(|e| format!("setsid: {e}"))?;
     if let Some(path) = &options.cgroup {
         let cgroup = bulkhead_runtime::cgroups::Cgroup::for_host(path).map_err(|e| e.to_string())?;
-        cgroup.create().and_then(|()| cgroup.join(0)).map_err(|e| format!("join cgroup {}: {e}", path.display()))?;
+        cgroup
+            .create()
+            .and_then(|()| cgroup.join_self(false))
+            .map_err(|e| format!("join cgroup {}: {e}", path.display()))?;
     }
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("become child subreaper: {e}"))?;
     let ns_dir = options.dir.join(NS_DIR);

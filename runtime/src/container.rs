@@ -311,10 +311,45 @@ impl Runtime {
                 .map_err(|errno| Error::Syscall { op: "chown exec fifo", path: fifo.clone(), errno })?;
         }
 
+        // One clone makes init, pid 1 of its new pid namespace, where no
+        // stage must come between: no user namespace to enter first, no
+        // time namespace to set up (both must precede the pid namespace's
+        // first process), and a kernel with clone3.
+        let time_ns = namespaces.iter().any(|n| n.typ() == LinuxNamespaceType::Time);
+        let direct = pid_ns.as_ref().is_some_and(|n| n.path().is_none()) && user_ns.is_none() && !time_ns;
+        let cloned = if direct {
+            let dir = cgroup.unified_dir();
+            clone_in(dir.as_ref(), CloneFlags::CLONE_NEWPID).ok().map(|forked| (forked, dir.is_some()))
+        } else {
+            None
+        };
+        if let Some((ForkResult::Child, in_unified)) = cloned {
+            drop(pid_r);
+            drop(report_r);
+            drop(go_w);
+            drop(map_w);
+            drop(pid_w);
+            drop(map_r);
+            let channels = init::Channels { report: report_w, go: go_r, console, launch: options.launch };
+            init_direct(bundle, &fifo, (cgroup, in_unified), channels, options.stdio)
+        }
         // This process has one thread (checked above), so the child can run
         // arbitrary code, including allocation, until it execs or exits.
-        let (forked, in_unified) = fork_in(cgroup);
+        let forked = match cloned {
+            Some((parent, _)) => (Ok(parent), false),
+            None => fork_in(cgroup),
+        };
+        let (forked, in_unified) = forked;
         match forked.map_err(|errno| Error::Syscall { op: "fork", path: dir.to_owned(), errno })? {
+            ForkResult::Parent { child } if cloned.is_some() => {
+                drop(pid_w);
+                drop(report_w);
+                drop(go_r);
+                drop(map_r);
+                drop(pid_r);
+                drop(map_w);
+                self.created(id, dir, bundle, cgroup, options, init_pid, child.as_raw(), report_r, go_w)
+            }
             ForkResult::Child => {
                 drop(pid_r);
                 drop(report_r);
@@ -345,47 +380,67 @@ impl Runtime {
                     id: id.to_owned(),
                     message: format!("the forking stage failed: {}", text.trim()),
                 })?;
-                *init_pid = Some(pid);
-                let report = read_report(report_r, go_w, bundle, pid)?;
-                match report.as_str() {
-                    "ok" => {}
-                    other => {
-                        // Init exits right after reporting: reap it if it is ours.
-                        let _ = waitpid(Pid::from_raw(pid), None);
-                        let message = other.strip_prefix("error: ").unwrap_or("init exited before it was ready");
-                        return Err(Error::InitFailed { id: id.to_owned(), message: message.to_owned() });
-                    }
-                }
-                // Limits apply once init has built the rootfs (device nodes need
-                // mknod, which device rules may deny) and before the user's
-                // program runs, as runc does.
-                if let Some(resources) = bundle.spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-                    cgroup.set(&crate::cgroups::with_default_devices(resources))?;
-                }
-                let (pid_start, _) = proc_stat(pid)
-                    .ok_or_else(|| Error::InitFailed { id: id.to_owned(), message: "init exited".into() })?;
-                let record = Record {
-                    id: id.to_owned(),
-                    pid,
-                    pid_start,
-                    bundle: bundle.dir.clone(),
-                    rootfs: bundle.rootfs.clone(),
-                    created: humantime::format_rfc3339_nanos(SystemTime::now()).to_string(),
-                    annotations: bundle.spec.annotations().clone().unwrap_or_default().into_iter().collect(),
-                    own_pid_namespace: pid_ns.is_some_and(|n| n.path().is_none()),
-                    cgroup: cgroup.clone(),
-                    late_hooks: Some(bundle.spec.hooks().as_ref().is_some_and(|h| {
-                        h.poststart().as_ref().is_some_and(|v| !v.is_empty())
-                            || h.poststop().as_ref().is_some_and(|v| !v.is_empty())
-                    })),
-                };
-                Collection::open_with(dir, DURABILITY)?.put(STATE_RECORD, &record)?;
-                if let Some(pid_file) = &options.pid_file {
-                    write_pid_file(pid_file, pid)?;
-                }
-                Ok(self.state_of(record))
+                self.created(id, dir, bundle, cgroup, options, init_pid, pid, report_r, go_w)
             }
         }
+    }
+
+    /// The caller's side of `create` once init `pid` exists: waits for it
+    /// to be ready, sets the limits and records the container.
+    #[allow(clippy::too_many_arguments)]
+    fn created(
+        &self,
+        id: &str,
+        dir: &Path,
+        bundle: &Bundle,
+        cgroup: &Cgroup,
+        options: &CreateOptions,
+        init_pid: &mut Option<i32>,
+        pid: i32,
+        report_r: OwnedFd,
+        go_w: OwnedFd,
+    ) -> Result<State> {
+        let namespaces = bundle.spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
+        let pid_ns = namespaces.iter().find(|n| n.typ() == LinuxNamespaceType::Pid);
+        *init_pid = Some(pid);
+        let report = read_report(report_r, go_w, bundle, pid)?;
+        match report.as_str() {
+            "ok" => {}
+            other => {
+                // Init exits right after reporting: reap it if it is ours.
+                let _ = waitpid(Pid::from_raw(pid), None);
+                let message = other.strip_prefix("error: ").unwrap_or("init exited before it was ready");
+                return Err(Error::InitFailed { id: id.to_owned(), message: message.to_owned() });
+            }
+        }
+        // Limits apply once init has built the rootfs (device nodes need
+        // mknod, which device rules may deny) and before the user's
+        // program runs, as runc does.
+        if let Some(resources) = bundle.spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+            cgroup.set(&crate::cgroups::with_default_devices(resources))?;
+        }
+        let (pid_start, _) =
+            proc_stat(pid).ok_or_else(|| Error::InitFailed { id: id.to_owned(), message: "init exited".into() })?;
+        let record = Record {
+            id: id.to_owned(),
+            pid,
+            pid_start,
+            bundle: bundle.dir.clone(),
+            rootfs: bundle.rootfs.clone(),
+            created: humantime::format_rfc3339_nanos(SystemTime::now()).to_string(),
+            annotations: bundle.spec.annotations().clone().unwrap_or_default().into_iter().collect(),
+            own_pid_namespace: pid_ns.is_some_and(|n| n.path().is_none()),
+            cgroup: cgroup.clone(),
+            late_hooks: Some(bundle.spec.hooks().as_ref().is_some_and(|h| {
+                h.poststart().as_ref().is_some_and(|v| !v.is_empty())
+                    || h.poststop().as_ref().is_some_and(|v| !v.is_empty())
+            })),
+        };
+        Collection::open_with(dir, DURABILITY)?.put(STATE_RECORD, &record)?;
+        if let Some(pid_file) = &options.pid_file {
+            write_pid_file(pid_file, pid)?;
+        }
+        Ok(self.state_of(record))
     }
 
     /// Releases init of a created container to exec the user's program.
@@ -720,21 +775,28 @@ fn exec_child(
 }
 
 /// fork(2), the child born in `cgroup`'s v2 directory where the kernel can
-/// ([`crate::sys::fork_into_cgroup`]); the bool says whether it was. The
-/// child joins the rest with [`Cgroup::join_self`]. Only for single-threaded
+/// ([`crate::sys::clone3_fork`]); the bool says whether it was. The child
+/// joins the rest with [`Cgroup::join_self`]. Only for single-threaded
 /// callers: `create` and `exec` check it, and their children are.
 fn fork_in(cgroup: &Cgroup) -> (nix::Result<ForkResult>, bool) {
-    use std::os::fd::AsFd;
     // On failure (a kernel before 5.7, a cgroup that refuses processes)
     // fork plainly: the child's join then names the refusal.
-    if let Some(dir) = cgroup.unified_dir() {
-        // SAFETY: the caller is single-threaded (see above).
-        if let Ok(forked) = unsafe { crate::sys::fork_into_cgroup(dir.as_fd()) } {
-            return (Ok(forked), true);
-        }
+    if let Some(dir) = cgroup.unified_dir()
+        && let Ok(forked) = clone_in(Some(&dir), CloneFlags::empty())
+    {
+        return (Ok(forked), true);
     }
     // SAFETY: the caller is single-threaded (see above).
     (unsafe { fork() }, false)
+}
+
+/// clone3 as a fork with new `namespaces`, the child born in the cgroup v2
+/// directory `dir` if given. Same rule as [`fork_in`].
+fn clone_in(dir: Option<&OwnedFd>, namespaces: CloneFlags) -> nix::Result<ForkResult> {
+    use std::os::fd::AsFd;
+    let flags = namespaces.bits() as u64;
+    // SAFETY: the caller is single-threaded (see fork_in).
+    unsafe { crate::sys::clone3_fork(flags, dir.map(|d| d.as_fd())) }
 }
 
 /// Joins the namespace at `ns.path`, or creates a new one; returns whether
@@ -827,6 +889,30 @@ fn read_report(report: OwnedFd, go: OwnedFd, bundle: &Bundle, pid: i32) -> Resul
         crate::hooks::run_create_runtime(&hooks, &crate::hooks::HookState::new(bundle, pid, "creating"))?;
         let _ = go.write_all(b"g");
     }
+}
+
+/// Init made by one clone (see `create_in`): joins the rest of its cgroup,
+/// takes its stdio, and runs; a failure before that goes to the report pipe.
+fn init_direct(
+    bundle: &Bundle,
+    fifo: &Path,
+    (cgroup, in_unified): (&Cgroup, bool),
+    channels: init::Channels,
+    stdio: Option<[std::os::fd::RawFd; 3]>,
+) -> ! {
+    let ready = stdio
+        .into_iter()
+        .flatten()
+        .zip(0..)
+        .try_for_each(|(fd, target)| {
+            crate::sys::dup2_raw(fd, target).map_err(|errno| format!("set up stdio fd {target}: {errno}"))
+        })
+        .and_then(|()| cgroup.join_self(in_unified).map_err(|e| e.to_string()));
+    if let Err(message) = ready {
+        let _ = std::fs::File::from(channels.report).write_all(format!("error: {message}").as_bytes());
+        init::exit(1)
+    }
+    init::run(bundle, fifo, cgroup, channels)
 }
 
 /// What the first child needs.

@@ -259,10 +259,11 @@ struct CloneArgs {
 
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-/// fork(2) whose child starts in the cgroup v2 directory `cgroup` (clone3
-/// with CLONE_INTO_CGROUP, Linux 5.7+; no new stack, so the child returns
-/// here as fork's does). Being born there, the child is never migrated:
-/// a migration through `cgroup.procs` write-locks the kernel's threadgroup
+/// fork(2) through clone3 (Linux 5.7+; no new stack, so the child returns
+/// here as fork's does), with `namespaces` (CLONE_NEW* flags) for the
+/// child, which starts in the cgroup v2 directory `cgroup` when given
+/// (CLONE_INTO_CGROUP). Being born there, the child is never migrated: a
+/// migration through `cgroup.procs` write-locks the kernel's threadgroup
 /// semaphore and waits out an RCU grace period, milliseconds per container.
 ///
 /// # Safety
@@ -271,11 +272,11 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// does not update glibc's cached thread id in the child; glibc reads it
 /// only for recursive and error-checking pthread mutexes, whose owner stays
 /// consistent in a single-threaded child.
-pub(crate) unsafe fn fork_into_cgroup(cgroup: BorrowedFd<'_>) -> Result<ForkResult, Errno> {
+pub(crate) unsafe fn clone3_fork(namespaces: u64, cgroup: Option<BorrowedFd<'_>>) -> Result<ForkResult, Errno> {
     let args = CloneArgs {
-        flags: CLONE_INTO_CGROUP,
+        flags: namespaces | cgroup.map_or(0, |_| CLONE_INTO_CGROUP),
         exit_signal: libc::SIGCHLD as u64,
-        cgroup: cgroup.as_raw_fd() as u64,
+        cgroup: cgroup.map_or(0, |fd| fd.as_raw_fd() as u64),
         ..CloneArgs::default()
     };
     // SAFETY: `args` is a valid clone_args whose size is passed along; with no
