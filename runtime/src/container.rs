@@ -258,7 +258,7 @@ impl Runtime {
             }
         };
         let mut pid = None;
-        let created = cgroup.create().and_then(|()| self.create_in(id, &dir, &bundle, &cgroup, options, &mut pid));
+        let created = self.create_in(id, &dir, &bundle, &cgroup, options, &mut pid);
         if created.is_err() {
             for pid in pid.into_iter().chain(cgroup.procs().unwrap_or_default()) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -317,6 +317,22 @@ impl Runtime {
         // first process), and a kernel with clone3.
         let time_ns = namespaces.iter().any(|n| n.typ() == LinuxNamespaceType::Time);
         let direct = pid_ns.as_ref().is_some_and(|n| n.path().is_none()) && user_ns.is_none() && !time_ns;
+        // Then, unless init is to join a mount or cgroup namespace (where
+        // the host's cgroup paths may not be the same), this process makes
+        // the cgroup's v1 directories while init makes its namespaces, and
+        // init joins them after: half a millisecond of mkdirs off the path.
+        // On v2 init is born in its cgroup; on v1 the kernel objects of its
+        // namespaces are then charged to the caller's cgroup, as with crun.
+        let overlap = direct
+            && !namespaces.iter().any(|n| {
+                n.path().is_some() && matches!(n.typ(), LinuxNamespaceType::Mount | LinuxNamespaceType::Cgroup)
+            });
+        if overlap {
+            cgroup.create_where(|h| h.unified)?;
+        } else {
+            cgroup.create()?;
+        }
+        let (ready_r, ready_w) = pipe()?;
         let cloned = if direct {
             let dir = cgroup.unified_dir();
             clone_in(dir.as_ref(), CloneFlags::CLONE_NEWPID).ok().map(|forked| (forked, dir.is_some()))
@@ -330,8 +346,15 @@ impl Runtime {
             drop(map_w);
             drop(pid_w);
             drop(map_r);
-            let channels = init::Channels { report: report_w, go: go_r, console, launch: options.launch };
-            init_direct(bundle, &fifo, (cgroup, in_unified), channels, options.stdio)
+            drop(ready_w);
+            let join_cgroup = overlap.then_some(init::CgroupJoin { ready: ready_r, in_unified });
+            let join_now = join_cgroup.is_none();
+            let channels = init::Channels { report: report_w, go: go_r, console, launch: options.launch, join_cgroup };
+            init_direct(bundle, &fifo, (cgroup, in_unified, join_now), channels, options.stdio)
+        }
+        drop(ready_r);
+        if overlap && cloned.is_none() {
+            cgroup.create_where(|h| !h.unified)?;
         }
         // This process has one thread (checked above), so the child can run
         // arbitrary code, including allocation, until it execs or exits.
@@ -348,6 +371,14 @@ impl Runtime {
                 drop(map_r);
                 drop(pid_r);
                 drop(map_w);
+                *init_pid = Some(child.as_raw());
+                if overlap {
+                    // Init waits for this byte; on failure it reads EOF and gives up.
+                    cgroup.create_where(|h| !h.unified)?;
+                    std::fs::File::from(ready_w)
+                        .write_all(b"g")
+                        .map_err(|source| Error::Read { path: "init's cgroup pipe".into(), source })?;
+                }
                 self.created(id, dir, bundle, cgroup, options, init_pid, child.as_raw(), report_r, go_w)
             }
             ForkResult::Child => {
@@ -355,7 +386,8 @@ impl Runtime {
                 drop(report_r);
                 drop(go_w);
                 drop(map_w);
-                let channels = init::Channels { report: report_w, go: go_r, console, launch: options.launch };
+                let channels =
+                    init::Channels { report: report_w, go: go_r, console, launch: options.launch, join_cgroup: None };
                 stage1(Stage1 {
                     bundle,
                     fifo: &fifo,
@@ -896,7 +928,7 @@ fn read_report(report: OwnedFd, go: OwnedFd, bundle: &Bundle, pid: i32) -> Resul
 fn init_direct(
     bundle: &Bundle,
     fifo: &Path,
-    (cgroup, in_unified): (&Cgroup, bool),
+    (cgroup, in_unified, join_now): (&Cgroup, bool, bool),
     channels: init::Channels,
     stdio: Option<[std::os::fd::RawFd; 3]>,
 ) -> ! {
@@ -907,7 +939,7 @@ fn init_direct(
         .try_for_each(|(fd, target)| {
             crate::sys::dup2_raw(fd, target).map_err(|errno| format!("set up stdio fd {target}: {errno}"))
         })
-        .and_then(|()| cgroup.join_self(in_unified).map_err(|e| e.to_string()));
+        .and_then(|()| if join_now { cgroup.join_self(in_unified).map_err(|e| e.to_string()) } else { Ok(()) });
     if let Err(message) = ready {
         let _ = std::fs::File::from(channels.report).write_all(format!("error: {message}").as_bytes());
         init::exit(1)

@@ -42,7 +42,7 @@ pub(crate) fn clone_flag(typ: LinuxNamespaceType) -> CloneFlags {
 
 /// Joins the namespaces the spec names by path, and creates the new ones
 /// (all but pid and time, which the forking stage handled).
-fn enter_namespaces(spec: &Spec) -> Result<()> {
+fn enter_namespaces(spec: &Spec, join_cgroup: Option<CgroupJoin>, cgroup: &Cgroup) -> Result<()> {
     let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
     let mut new = CloneFlags::empty();
     // Join the mount namespace last: its paths would hide the others' paths.
@@ -63,7 +63,30 @@ fn enter_namespaces(spec: &Spec) -> Result<()> {
             None => new |= flag,
         }
     }
-    unshare(new).map_err(sys("unshare namespaces", "/"))
+    let Some(join) = join_cgroup else {
+        return unshare(new).map_err(sys("unshare namespaces", "/"));
+    };
+    // The cgroup namespace last: its root is the cgroup init is in.
+    unshare(new - CloneFlags::CLONE_NEWCGROUP).map_err(sys("unshare namespaces", "/"))?;
+    let mut byte = [0u8; 1];
+    std::fs::File::from(join.ready).read_exact(&mut byte).map_err(|e| Error::Read {
+        path: "the cgroup directories (the caller failed to make them)".into(),
+        source: e,
+    })?;
+    cgroup.join_self(join.in_unified)?;
+    if new.contains(CloneFlags::CLONE_NEWCGROUP) {
+        unshare(CloneFlags::CLONE_NEWCGROUP).map_err(sys("unshare cgroup namespace", "/"))?;
+    }
+    Ok(())
+}
+
+/// Init joins its cgroup's v1 hierarchies itself, once the caller, which
+/// makes their directories meanwhile, writes a byte to `ready`: the
+/// directories are made while init makes its namespaces (see `create_in`).
+pub(crate) struct CgroupJoin {
+    pub ready: OwnedFd,
+    /// Whether init was born in the cgroup's v2 directory.
+    pub in_unified: bool,
 }
 
 /// Writes the OOM score adjustment. Lowering it below the current value
@@ -351,12 +374,13 @@ fn setup(
     cgroup: &Cgroup,
     sync: &mut dyn FnMut() -> Result<()>,
     console: Option<std::os::unix::net::UnixStream>,
+    join_cgroup: Option<CgroupJoin>,
     no_pivot: bool,
 ) -> Result<Ready> {
     let spec = &bundle.spec;
     let process = spec.process().clone().unwrap_or_default();
     nix::sys::stat::umask(Mode::empty());
-    enter_namespaces(spec)?;
+    enter_namespaces(spec, join_cgroup, cgroup)?;
     // The FIFO is held read-write so this open never blocks; `start` writes a byte to it.
     let fifo_fd =
         nix::fcntl::open(fifo, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()).map_err(sys("open exec fifo", fifo))?;
@@ -399,6 +423,8 @@ pub(crate) struct Channels {
     /// The console socket, connected, when the process wants a terminal.
     pub console: Option<std::os::unix::net::UnixStream>,
     pub launch: crate::container::Launch,
+    /// Set when init is still to join its cgroup's v1 hierarchies.
+    pub join_cgroup: Option<CgroupJoin>,
 }
 
 /// Runs init: sets the container up, reports to the `create` caller
@@ -406,7 +432,7 @@ pub(crate) struct Channels {
 /// then "ok" or "error: ..."), waits for `start`, runs the startContainer
 /// hooks, and execs the user's program.
 pub(crate) fn run(bundle: &Bundle, fifo: &Path, cgroup: &Cgroup, channels: Channels) -> ! {
-    let Channels { report, go, console, launch } = channels;
+    let Channels { report, go, console, launch, join_cgroup } = channels;
     let mut report = std::fs::File::from(report);
     let mut go = std::fs::File::from(go);
     let hooks = bundle.spec.hooks().clone().unwrap_or_default();
@@ -424,7 +450,7 @@ pub(crate) fn run(bundle: &Bundle, fifo: &Path, cgroup: &Cgroup, channels: Chann
     if !launch.no_new_keyring {
         crate::sys::join_session_keyring(&format!("_ses.{}", bundle.id));
     }
-    let ready = setup(bundle, fifo, cgroup, &mut sync, console, launch.no_pivot);
+    let ready = setup(bundle, fifo, cgroup, &mut sync, console, join_cgroup, launch.no_pivot);
     drop(go);
     let Ready { fifo: fifo_fd, process } = match ready {
         Ok(ready) => ready,

@@ -186,7 +186,12 @@ impl Cgroup {
     /// Creates the directories; on v1 seeds cpuset from the parent, on v2
     /// enables the parent's controllers for it.
     pub fn create(&self) -> Result<()> {
-        for h in &self.hierarchies {
+        self.create_where(|_| true)
+    }
+
+    /// [`Cgroup::create`] for the hierarchies `which` selects.
+    pub fn create_where(&self, which: impl Fn(&Hierarchy) -> bool) -> Result<()> {
+        for h in self.hierarchies.iter().filter(|h| which(h)) {
             std::fs::create_dir_all(&h.dir).map_err(write_err(&h.dir, "(mkdir)"))?;
             if !h.unified && h.controllers.iter().any(|c| c == "cpuset") {
                 seed_cpuset(&h.dir)?;
