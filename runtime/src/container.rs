@@ -145,7 +145,7 @@ pub fn validate_id(id: &str) -> Result<()> {
 
 /// The start time and state letter of a process, from `/proc/<pid>/stat`.
 fn proc_stat(pid: i32) -> Option<(u64, char)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = crate::procfs::read(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -239,7 +239,7 @@ impl Runtime {
     pub fn create(&self, id: &str, bundle_dir: &Path, options: &CreateOptions) -> Result<State> {
         ensure_single_threaded()?;
         let dir = self.dir(id)?;
-        let mut bundle = Bundle::load(bundle_dir)?;
+        let (mut bundle, config) = Bundle::load_with_text(bundle_dir)?;
         bundle.id = id.to_owned();
         crate::lsm::check(&bundle.spec)?;
         std::fs::create_dir_all(&self.root).map_err(|source| Error::Read { path: self.root.clone(), source })?;
@@ -258,7 +258,11 @@ impl Runtime {
             }
         };
         let mut pid = None;
-        let created = self.create_in(id, &dir, &bundle, &cgroup, options, &mut pid);
+        // The config as created: exec and the poststop hooks need it after the bundle may be gone.
+        let config_copy = dir.join(CONFIG);
+        let created = std::fs::write(&config_copy, &config)
+            .map_err(|source| Error::Read { path: config_copy, source })
+            .and_then(|()| self.create_in(id, &dir, &bundle, &cgroup, options, &mut pid));
         if created.is_err() {
             for pid in pid.into_iter().chain(cgroup.procs().unwrap_or_default()) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -278,10 +282,6 @@ impl Runtime {
         options: &CreateOptions,
         init_pid: &mut Option<i32>,
     ) -> Result<State> {
-        // The config as created: exec and the poststop hooks need it after the bundle may be gone.
-        let config = dir.join(CONFIG);
-        std::fs::copy(bundle.dir.join("config.json"), &config)
-            .map_err(|source| Error::Read { path: config, source })?;
         let console = console_for(bundle.spec.process().as_ref(), options)?;
         let fifo = dir.join(FIFO);
         nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).map_err(|errno| Error::Syscall {

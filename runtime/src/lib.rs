@@ -19,6 +19,7 @@ mod init;
 mod lsm;
 pub mod mountinfo;
 pub mod oci_cli;
+mod procfs;
 mod rootfs;
 mod seccomp;
 pub mod single_thread;

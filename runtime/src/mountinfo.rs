@@ -19,7 +19,7 @@ pub struct Mount {
 
 /// Reads and parses a mountinfo file.
 pub fn read(path: &Path) -> Result<Vec<Mount>> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
+    let text = crate::procfs::read(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
     Ok(parse(&text))
 }
 

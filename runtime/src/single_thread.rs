@@ -9,7 +9,7 @@ use crate::{Error, Result};
 /// How many threads this process has, from `/proc/self/status`.
 pub fn thread_count() -> Result<usize> {
     let path = "/proc/self/status";
-    let status = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.into(), source })?;
+    let status = crate::procfs::read(path).map_err(|source| Error::Read { path: path.into(), source })?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("Threads:"))

@@ -30,12 +30,17 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> Error {
 impl Bundle {
     /// Reads `<dir>/config.json` and checks it.
     pub fn load(dir: &Path) -> Result<Bundle> {
+        Self::load_with_text(dir).map(|(bundle, _)| bundle)
+    }
+
+    /// [`Bundle::load`], also returning config.json's text as read.
+    pub fn load_with_text(dir: &Path) -> Result<(Bundle, Vec<u8>)> {
         let dir = std::path::absolute(dir).map_err(|source| Error::Read { path: dir.to_owned(), source })?;
         let path = dir.join("config.json");
         let text = std::fs::read(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
         let spec = parse(&text)?;
         let rootfs = check(&spec, &dir)?;
-        Ok(Bundle { id: String::new(), dir, spec, rootfs })
+        Ok((Bundle { id: String::new(), dir, spec, rootfs }, text))
     }
 }
 

@@ -150,7 +150,7 @@ impl Cgroup {
     /// The cgroup at `path` on this host.
     pub fn for_host(path: &Path) -> Result<Cgroup> {
         let mounts = host_cgroup_mounts()?;
-        let own = std::fs::read_to_string("/proc/self/cgroup").map_err(read_err(Path::new("/proc/self/cgroup")))?;
+        let own = crate::procfs::read("/proc/self/cgroup").map_err(read_err(Path::new("/proc/self/cgroup")))?;
         Cgroup::resolve(&mounts, &own, path)
     }
 
