@@ -175,9 +175,9 @@ impl Runtime {
         if !dir.is_dir() {
             return Err(Error::NotFound { id: id.to_owned() });
         }
-        Collection::<Record>::open_with(&dir, DURABILITY)?
-            .get(STATE_RECORD)?
-            .ok_or_else(|| Error::NotFound { id: id.to_owned() })
+        // Read without opening the collection: that would make the directory
+        // again if a concurrent delete just removed it.
+        Collection::<Record>::read_from(&dir, STATE_RECORD)?.ok_or_else(|| Error::NotFound { id: id.to_owned() })
     }
 
     fn status_of(&self, record: &Record) -> Status {

@@ -107,8 +107,7 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
     }
 
     fn path_of(&self, id: &str) -> Result<PathBuf> {
-        validate_id(id)?;
-        Ok(self.dir.join(format!("{id}{RECORD_SUFFIX}")))
+        record_path(&self.dir, id)
     }
 
     /// Writes `record` under `id`, replacing any previous version atomically.
@@ -140,7 +139,14 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
 
     /// Reads the record stored under `id`, if any.
     pub fn get(&self, id: &str) -> Result<Option<T>> {
-        let path = self.path_of(id)?;
+        Self::read_from(&self.dir, id)
+    }
+
+    /// Reads the record `id` of the collection in `dir` without opening
+    /// the collection: no directory is made and no temporary file removed,
+    /// so a reader racing the directory's removal cannot bring it back.
+    pub fn read_from(dir: &Path, id: &str) -> Result<Option<T>> {
+        let path = record_path(dir, id)?;
         match fs::read(&path) {
             Ok(bytes) => decode(&path, &bytes).map(Some),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -187,6 +193,11 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
     }
 }
 
+fn record_path(dir: &Path, id: &str) -> Result<PathBuf> {
+    validate_id(id)?;
+    Ok(dir.join(format!("{id}{RECORD_SUFFIX}")))
+}
+
 fn decode<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|source| Error::Corrupt { path: path.to_owned(), source })
 }
@@ -226,6 +237,18 @@ mod tests {
             let names: Vec<_> = fs::read_dir(c.dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
             assert_eq!(names, vec![std::ffi::OsString::from("sha256:ab.json")], "{durability:?}");
         }
+    }
+
+    #[test]
+    fn read_from_reads_without_making_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone");
+        assert_eq!(Collection::<Rec>::read_from(&gone, "a").unwrap(), None);
+        assert!(!gone.exists(), "a reader made the directory");
+        let c: Collection<Rec> = Collection::open_with(dir.path().join("c"), Durability::Volatile).unwrap();
+        c.put("a", &rec(1)).unwrap();
+        assert_eq!(Collection::<Rec>::read_from(c.dir(), "a").unwrap(), Some(rec(1)));
+        assert!(Collection::<Rec>::read_from(c.dir(), "../a").is_err());
     }
 
     #[test]
