@@ -113,6 +113,16 @@ pub struct Launch {
     pub no_new_keyring: bool,
 }
 
+/// What the stages of `create` share.
+#[derive(Clone, Copy)]
+struct Creating<'a> {
+    id: &'a str,
+    dir: &'a Path,
+    bundle: &'a Bundle,
+    cgroup: &'a Cgroup,
+    options: &'a CreateOptions,
+}
+
 /// The console socket, connected, when the process wants a terminal; a
 /// mismatch between `terminal` and the socket is refused as runc does.
 fn console_for(
@@ -262,7 +272,10 @@ impl Runtime {
         let config_copy = dir.join(CONFIG);
         let created = std::fs::write(&config_copy, &config)
             .map_err(|source| Error::Read { path: config_copy, source })
-            .and_then(|()| self.create_in(id, &dir, &bundle, &cgroup, options, &mut pid));
+            .and_then(|()| {
+                let creating = Creating { id, dir: &dir, bundle: &bundle, cgroup: &cgroup, options };
+                self.create_in(creating, &mut pid)
+            });
         if created.is_err() {
             for pid in pid.into_iter().chain(cgroup.procs().unwrap_or_default()) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -273,15 +286,8 @@ impl Runtime {
         created
     }
 
-    fn create_in(
-        &self,
-        id: &str,
-        dir: &Path,
-        bundle: &Bundle,
-        cgroup: &Cgroup,
-        options: &CreateOptions,
-        init_pid: &mut Option<i32>,
-    ) -> Result<State> {
+    fn create_in(&self, creating: Creating<'_>, init_pid: &mut Option<i32>) -> Result<State> {
+        let Creating { id, dir, bundle, cgroup, options } = creating;
         let console = console_for(bundle.spec.process().as_ref(), options)?;
         let fifo = dir.join(FIFO);
         nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).map_err(|errno| Error::Syscall {
@@ -379,7 +385,7 @@ impl Runtime {
                         .write_all(b"g")
                         .map_err(|source| Error::Read { path: "init's cgroup pipe".into(), source })?;
                 }
-                self.created(id, dir, bundle, cgroup, options, init_pid, child.as_raw(), report_r, go_w)
+                self.created(creating, init_pid, child.as_raw(), (report_r, go_w))
             }
             ForkResult::Child => {
                 drop(pid_r);
@@ -412,26 +418,23 @@ impl Runtime {
                     id: id.to_owned(),
                     message: format!("the forking stage failed: {}", text.trim()),
                 })?;
-                self.created(id, dir, bundle, cgroup, options, init_pid, pid, report_r, go_w)
+                self.created(creating, init_pid, pid, (report_r, go_w))
             }
         }
     }
 
     /// The caller's side of `create` once init `pid` exists: waits for it
-    /// to be ready, sets the limits and records the container.
-    #[allow(clippy::too_many_arguments)]
+    /// to be ready (`report`, `go`: init's report pipe and the hooks' go
+    /// pipe), sets the limits and records the container.
     fn created(
         &self,
-        id: &str,
-        dir: &Path,
-        bundle: &Bundle,
-        cgroup: &Cgroup,
-        options: &CreateOptions,
+        creating: Creating<'_>,
         init_pid: &mut Option<i32>,
         pid: i32,
-        report_r: OwnedFd,
-        go_w: OwnedFd,
+        pipes: (OwnedFd, OwnedFd),
     ) -> Result<State> {
+        let Creating { id, dir, bundle, cgroup, options } = creating;
+        let (report_r, go_w) = pipes;
         let namespaces = bundle.spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
         let pid_ns = namespaces.iter().find(|n| n.typ() == LinuxNamespaceType::Pid);
         *init_pid = Some(pid);

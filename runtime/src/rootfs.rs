@@ -178,17 +178,17 @@ fn bind(root: &OwnedFd, source: &Path, dest: &Path, flags: MsFlags) -> Result<()
     mount(Some(source), &fd_path(&target), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
         .map_err(sys("bind mount", dest))?;
     if !flags.is_empty() {
-        let mounted = resolve::open(root, dest, OFlag::O_PATH)?;
-        mount(
-            None::<&str>,
-            &fd_path(&mounted),
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
-            None::<&str>,
-        )
-        .map_err(sys("remount bind mount", dest))?;
+        remount_bind(root, dest, flags)?;
     }
     Ok(())
+}
+
+/// Applies `flags` to the bind mount at `dest` inside the root (re-opened:
+/// a descriptor taken before the mount points below it).
+fn remount_bind(root: &OwnedFd, dest: &Path, flags: MsFlags) -> Result<()> {
+    let mounted = resolve::open(root, dest, OFlag::O_PATH)?;
+    mount(None::<&str>, &fd_path(&mounted), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags, None::<&str>)
+        .map_err(sys("remount bind mount", dest))
 }
 
 /// The container's view of its cgroup at a `cgroup` mount: with a cgroup
@@ -233,15 +233,7 @@ fn mount_cgroup(root: &OwnedFd, m: &Mount, cgroup: &Cgroup, fresh: bool) -> Resu
             mount(Some(&h.dir), &fd_path(&target), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
                 .map_err(sys("bind mount", &sub))?;
             if attrs.is_none() && !flags.is_empty() {
-                let mounted = resolve::open(root, &sub, OFlag::O_PATH)?;
-                mount(
-                    None::<&str>,
-                    &fd_path(&mounted),
-                    None::<&str>,
-                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
-                    None::<&str>,
-                )
-                .map_err(sys("remount bind mount", &sub))?;
+                remount_bind(root, &sub, flags)?;
             }
             continue;
         }
@@ -315,16 +307,7 @@ fn mount_one(bundle: &Bundle, root: &OwnedFd, m: &Mount) -> Result<()> {
             .map_err(sys("bind mount", dest))?;
         let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC);
         if !extra.is_empty() {
-            // Re-open: the descriptor taken before the mount points below it.
-            let mounted = resolve::open(root, dest, OFlag::O_PATH)?;
-            mount(
-                None::<&str>,
-                &fd_path(&mounted),
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra,
-                None::<&str>,
-            )
-            .map_err(sys("remount bind mount", dest))?;
+            remount_bind(root, dest, extra)?;
         }
     } else {
         let target = resolve::mkdir_all(root, dest)?;
