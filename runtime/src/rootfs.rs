@@ -479,6 +479,9 @@ fn current_flags(path: &str) -> MsFlags {
     use nix::sys::statvfs::{FsFlags, statvfs};
     let Ok(st) = statvfs(path) else { return MsFlags::empty() };
     let f = st.flags();
+    // ST_RELATIME as the kernel reports it (include/linux/statfs.h); nix
+    // names it only for glibc, and musl passes the kernel's bits through.
+    const ST_RELATIME: FsFlags = FsFlags::from_bits_retain(0x1000);
     let mut flags = MsFlags::empty();
     for (fs, ms) in [
         (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
@@ -486,7 +489,7 @@ fn current_flags(path: &str) -> MsFlags {
         (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
         (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
         (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        (ST_RELATIME, MsFlags::MS_RELATIME),
     ] {
         if f.contains(fs) {
             flags |= ms;
