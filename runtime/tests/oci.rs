@@ -106,13 +106,19 @@ impl Drop for Bundle {
     }
 }
 
+/// The bulkhead-oci under test: cargo's, or another build of it named by
+/// BULKHEAD_OCI_BIN (scripts/test runs these tests on the musl release build).
+fn bulkhead_oci() -> String {
+    std::env::var("BULKHEAD_OCI_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_bulkhead-oci").to_owned())
+}
+
 /// Runs bulkhead-oci with its output in files, not pipes: a container it
 /// leaves running inherits its stdio, and would hold a pipe open.
 fn oci(dir: &Path, args: &[&str]) -> Output {
     static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (out_path, err_path) = (dir.join(format!("out.{n}")), dir.join(format!("err.{n}")));
-    let status = Command::new(env!("CARGO_BIN_EXE_bulkhead-oci"))
+    let status = Command::new(bulkhead_oci())
         .arg("--root")
         .arg(dir.join("state"))
         .args(args)
@@ -245,7 +251,7 @@ fn the_exit_code_of_run_is_the_container_s() {
     // Killed by a signal from outside: 128 + 9, as runc reports it.
     let b = Bundle::new().script("sleep 300");
     let bundle = b.write();
-    let mut run = Command::new(env!("CARGO_BIN_EXE_bulkhead-oci"))
+    let mut run = Command::new(bulkhead_oci())
         .arg("--root")
         .arg(b.dir.path().join("state"))
         .args(["run", "--bundle", &bundle, "c2"])
@@ -480,7 +486,7 @@ fn a_memory_limit_oom_kills_an_allocation_above_it_and_the_oom_is_reported() {
     let stats = b.stats("c1");
     assert!(stats["memory"]["oomKills"].as_u64().unwrap() >= 1, "{stats}");
     // The event stream ends when the container does, with stats lines on the way.
-    let stream = Command::new(env!("CARGO_BIN_EXE_bulkhead-oci"))
+    let stream = Command::new(bulkhead_oci())
         .arg("--root")
         .arg(b.dir.path().join("state"))
         .args(["events", "--interval", "1", "c1"])
@@ -923,7 +929,7 @@ fn descriptors_pass_only_with_preserve_fds_and_no_pivot_works() {
         // fd 3 is open (not close-on-exec) in bulkhead-oci's caller.
         let script = format!(
             "exec 3</etc/hostname; {} --root {} run {extra} --bundle {bundle} {id}",
-            env!("CARGO_BIN_EXE_bulkhead-oci"),
+            bulkhead_oci(),
             state.display()
         );
         let out = Command::new("/bin/sh").args(["-c", &script]).stdin(Stdio::null()).output().unwrap();
