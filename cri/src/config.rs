@@ -42,6 +42,19 @@ pub struct StreamingConfig {
     pub tls_key_file: String,
     /// How long a client may take to open a session's streams.
     pub stream_creation_timeout_seconds: u64,
+    /// How long a session may move nothing either way before it is
+    /// closed (kubelet's and containerd's default: 4 h); 0: never.
+    pub stream_idle_timeout_seconds: u64,
+}
+
+/// The longest idle timeout accepted: 30 days.
+const MAX_STREAM_IDLE_TIMEOUT_SECONDS: u64 = 30 * 86400;
+
+impl StreamingConfig {
+    /// The idle timeout, if there is one.
+    pub fn idle_timeout(&self) -> Option<std::time::Duration> {
+        (self.stream_idle_timeout_seconds > 0).then(|| std::time::Duration::from_secs(self.stream_idle_timeout_seconds))
+    }
 }
 
 impl Default for StreamingConfig {
@@ -51,6 +64,7 @@ impl Default for StreamingConfig {
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
             stream_creation_timeout_seconds: 30,
+            stream_idle_timeout_seconds: 4 * 3600,
         }
     }
 }
@@ -258,6 +272,10 @@ pub const KEY_DOCS: &[(&str, &str)] = &[
         "streaming.stream_creation_timeout_seconds",
         "How long a client may take to open a session's streams after the upgrade (1-600).",
     ),
+    (
+        "streaming.stream_idle_timeout_seconds",
+        "How long an exec, attach or port-forward connection may carry nothing either way before it is closed (kubelet's and containerd's default: 14400, 4 h); 0: never (at most 2592000, 30 days).",
+    ),
 ];
 
 impl Config {
@@ -367,6 +385,15 @@ impl Config {
             return Err(bad(
                 "streaming.stream_creation_timeout_seconds",
                 format!("{} is outside 1..=600", self.streaming.stream_creation_timeout_seconds),
+            ));
+        }
+        if self.streaming.stream_idle_timeout_seconds > MAX_STREAM_IDLE_TIMEOUT_SECONDS {
+            return Err(bad(
+                "streaming.stream_idle_timeout_seconds",
+                format!(
+                    "{} is more than {MAX_STREAM_IDLE_TIMEOUT_SECONDS} (30 days; 0 means no timeout)",
+                    self.streaming.stream_idle_timeout_seconds
+                ),
             ));
         }
         if !(1..=64).contains(&self.image.max_concurrent_downloads) {
@@ -539,6 +566,7 @@ mod tests {
             ("[streaming]\naddress = \"localhost\"\n", "streaming.address"),
             ("[streaming]\ntls_cert_file = \"/c.pem\"\n", "streaming.tls_key_file"),
             ("[streaming]\nstream_creation_timeout_seconds = 0\n", "streaming.stream_creation_timeout_seconds"),
+            ("[streaming]\nstream_idle_timeout_seconds = 2592001\n", "streaming.stream_idle_timeout_seconds"),
         ] {
             let err = error_of(text);
             assert!(err.contains(&format!("key `{key}`")), "{text:?}: {err}");

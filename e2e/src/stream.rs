@@ -474,6 +474,11 @@ impl PortForward {
     pub async fn close(self) {
         self.session.close().await;
     }
+
+    /// Resolves once the session has ended (either side closed it).
+    pub async fn closed(&self) {
+        self.session.closed().await;
+    }
 }
 
 /// Reads a stream to its end (bounded by `timeout`).

@@ -3,7 +3,8 @@
 //! terminals with resizes, separate stdout and stderr, stdin's end, exit
 //! codes in the v4 status, 100 MiB through exec with the daemon's memory
 //! bounded, attach to running containers, port forwarding to httpd and nc
-//! with 20 connections at once, and bad, used and expired tokens.
+//! with 20 connections at once, bad, used and expired tokens, and the
+//! idle timeout closing silent sessions.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -477,5 +478,72 @@ async fn the_streaming_server_speaks_tls_when_configured() {
     let done = session.finish(LONG).await;
     assert_eq!(String::from_utf8_lossy(&done.stdout), "over-tls\n");
     assert_eq!(done.exit_code(), Some(0), "{}", done.status);
+    remove_pod(&node, &pod.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sessions_are_closed_after_the_idle_timeout() {
+    let node = bulkhead_e2e::pod::node_with("10.218.21.0/24", "\n[streaming]\nstream_idle_timeout_seconds = 2\n").await;
+    let pod = run_pod(&node, pod_config(&node, "idle")).await;
+    let id = run_container(&node, &pod, container_config(&node, "sleeper", "exec /bin/busybox sleep 1000")).await;
+
+    for (transport, protocols) in [(Transport::Spdy, V4), (Transport::WebSocket, V5)] {
+        // Traffic every half second keeps a session open well past the timeout.
+        let url = exec_url(&node, &id, sh("/bin/busybox cat"), pipes()).await;
+        let mut session = RemoteCommand::connect(&url, transport, pipes(), protocols).await;
+        let started = std::time::Instant::now();
+        for i in 0..10 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            session.write_stdin(format!("tick-{i}\n").as_bytes()).await;
+            let out = session.stdout_until(&format!("tick-{i}"), LONG).await;
+            assert!(
+                out.contains(&format!("tick-{i}")),
+                "{transport:?}: the session ended after {:?}",
+                started.elapsed()
+            );
+        }
+        session.close_stdin().await;
+        let done = session.finish(LONG).await;
+        assert_eq!(done.exit_code(), Some(0), "{transport:?}: {}", done.status);
+
+        // A silent one is closed by the server, and its process killed.
+        let url = exec_url(&node, &id, sh("echo $$ > /idle; exec /bin/busybox sleep 600"), pipes()).await;
+        let session = RemoteCommand::connect(&url, transport, pipes(), protocols).await;
+        let started = std::time::Instant::now();
+        let mut pid = String::new();
+        for _ in 0..100 {
+            let (_, out) = bulkhead_e2e::pod::exec(&node, &id, "/bin/busybox cat /idle 2>/dev/null").await;
+            if !out.trim().is_empty() {
+                pid = out.trim().to_owned();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!pid.is_empty(), "{transport:?}: the exec'd process did not start");
+        session.finish(LONG).await;
+        let silent = started.elapsed();
+        assert!(silent >= Duration::from_millis(1900) && silent < Duration::from_secs(10), "{transport:?}: {silent:?}");
+        let mut gone = false;
+        for _ in 0..100 {
+            let (code, _) = bulkhead_e2e::pod::exec(&node, &id, &format!("kill -0 {pid}")).await;
+            if code != 0 {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(gone, "{transport:?}: the exec'd process outlived its idle session");
+        bulkhead_e2e::pod::exec(&node, &id, "/bin/busybox rm -f /idle").await;
+    }
+
+    // A port-forward session with nothing forwarded is closed too.
+    let url = port_forward_url(&node, &pod.0, vec![]).await;
+    let forward = PortForward::connect(&url).await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(LONG, forward.closed()).await.expect("the idle port-forward session was not closed");
+    let silent = started.elapsed();
+    assert!(silent >= Duration::from_millis(1900) && silent < Duration::from_secs(10), "port-forward: {silent:?}");
+
+    wait_state(&node, &id, ContainerState::ContainerRunning).await;
     remove_pod(&node, &pod.0).await;
 }

@@ -81,6 +81,7 @@ async fn read_frames<R: AsyncRead + Unpin>(inner: &Inner, rd: &mut R) -> Result<
         let Some(head) = buf.first_chunk::<HEAD_LEN>() else { continue };
         let head = Head::parse(*head);
         buf.advance(HEAD_LEN);
+        inner.activity.touch();
         match head {
             Head::Control { version, kind: k, flags, len } => {
                 let len = len as usize;
@@ -145,6 +146,7 @@ async fn read_frames<R: AsyncRead + Unpin>(inner: &Inner, rd: &mut R) -> Result<
                         Room::Deliver(room) => {
                             let n = at_hand.min(room);
                             inner.deliver(stream_id, &buf[..n]);
+                            inner.activity.touch();
                             buf.advance(n);
                             remaining -= n;
                         }
@@ -183,10 +185,14 @@ pub(crate) async fn writer<W: AsyncWrite + Unpin>(inner: Arc<Inner>, wr: W) {
     let mut scratch = Vec::new();
     loop {
         let step = poll_fn(|cx| inner.poll_batch(cx, &mut batch)).await;
+        let wrote = !batch.is_empty();
         if let Err(e) = write_batch(&mut wr, &mut deflater, &mut batch, &mut scratch).await {
             tracing::debug!(error = %e, "spdy: connection write failed");
             inner.end(e);
             return;
+        }
+        if wrote {
+            inner.activity.touch();
         }
         match step {
             Step::More => {}

@@ -53,6 +53,10 @@ pub enum Error {
         /// What the peer did.
         reason: String,
     },
+    /// Nothing was read or written for the session's idle timeout
+    /// ([`crate::Session::set_idle_timeout`]).
+    #[error("idle for {0:?}: connection closed")]
+    IdleTimeout(std::time::Duration),
     /// Reading or writing the connection failed.
     #[error("connection I/O: {0}")]
     Io(Arc<std::io::Error>),

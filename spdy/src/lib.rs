@@ -82,12 +82,14 @@ mod driver;
 mod error;
 pub mod frame;
 pub mod headers;
+mod idle;
 mod session;
 mod state;
 mod stream;
 
 pub use error::Error;
 pub use frame::{GoAwayStatus, RstStatus};
+pub use idle::IdleClock;
 pub use session::{Incoming, Role, Session};
 pub use state::{MAX_DATA_FRAME, Stats};
 pub use stream::{ReadHalf, Stream, StreamRef, WriteHalf};

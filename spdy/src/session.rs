@@ -135,6 +135,20 @@ impl Session {
         self.end_reason().is_some()
     }
 
+    /// Ends the session once no frame has been read or written for
+    /// `timeout`: its streams fail and the connection is dropped, as
+    /// spdystream's `SetIdleTimeout` does for Kubernetes' streaming
+    /// servers. Call it once per session.
+    pub fn set_idle_timeout(&self, timeout: Duration) {
+        let inner = self.handle.inner.clone();
+        let watchdog = tokio::spawn(async move {
+            inner.activity.idle_for(timeout).await;
+            tracing::debug!(?timeout, "spdy: session idle, closing it");
+            inner.end(Error::IdleTimeout(timeout));
+        });
+        self.inner().add_task(watchdog.abort_handle());
+    }
+
     /// Counters: streams tracked and bytes buffered each way.
     pub fn stats(&self) -> Stats {
         self.inner().stats()

@@ -188,6 +188,8 @@ pub(crate) struct State {
 pub(crate) struct Inner {
     state: Mutex<State>,
     ended: watch::Sender<bool>,
+    /// Touched for every frame read or written.
+    pub(crate) activity: crate::idle::IdleClock,
 }
 
 /// What `poll_data_room` allows for the bytes at hand.
@@ -226,6 +228,7 @@ impl Inner {
                 tasks: Vec::new(),
             }),
             ended: watch::channel(false).0,
+            activity: crate::idle::IdleClock::new(),
         }
     }
 

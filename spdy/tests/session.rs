@@ -221,6 +221,32 @@ async fn close_ends_the_session_on_both_sides() {
     .await;
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_idle_session_ends_after_its_idle_timeout() {
+    let (client, _ci, server, mut si) = pair();
+    server.set_idle_timeout(Duration::from_secs(2));
+    let mut c = client.open(&[]).await.unwrap();
+    let mut s = si.next().await.unwrap();
+    // A byte each second keeps it open past the timeout.
+    let t0 = tokio::time::Instant::now();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        c.write_all(b"x").await.unwrap();
+        let mut byte = [0u8; 1];
+        s.read_exact(&mut byte).await.unwrap();
+    }
+    assert!(!server.is_closed());
+    // Then nothing: it ends two seconds after the last frame.
+    server.closed().await;
+    let quiet = t0.elapsed();
+    assert!(quiet >= Duration::from_secs(7) && quiet < Duration::from_millis(7500), "{quiet:?}");
+    assert!(matches!(server.end_reason(), Some(Error::IdleTimeout(t)) if t == Duration::from_secs(2)));
+    // The client sees the connection go, and its stream cut.
+    client.closed().await;
+    let mut byte = [0u8; 1];
+    assert!(c.read(&mut byte).await.is_err());
+}
+
 #[tokio::test]
 async fn dropping_every_handle_closes_the_session() {
     within(20, async {

@@ -133,4 +133,5 @@ address = {{ $c.streaming.address | toJson }}
 tls_cert_file = {{ $c.streaming.tls_cert_file | toJson }}
 tls_key_file = {{ $c.streaming.tls_key_file | toJson }}
 stream_creation_timeout_seconds = {{ $c.streaming.stream_creation_timeout_seconds | int64 }}
+stream_idle_timeout_seconds = {{ $c.streaming.stream_idle_timeout_seconds | int64 }}
 {{- end -}}

@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::remotecommand::{self, Options, Session};
 use super::tokens::{Pending, Tokens};
-use super::{attach, exec, portforward};
+use super::{Timeouts, attach, exec, portforward};
 use crate::config::StreamingConfig;
 use crate::service::Context;
 use crate::{Error, Result};
@@ -134,11 +134,14 @@ fn route(ctx: Arc<Context>, tokens: &Tokens, req: Request<Incoming>) -> Reply {
         tracing::debug!(kind, "streaming request with an unknown, used or expired token");
         return reply(StatusCode::NOT_FOUND, "404 page not found");
     };
-    let creation_timeout = Duration::from_secs(ctx.config.streaming.stream_creation_timeout_seconds);
+    let timeouts = Timeouts {
+        creation: Duration::from_secs(ctx.config.streaming.stream_creation_timeout_seconds),
+        idle: ctx.config.streaming.idle_timeout(),
+    };
     match pending {
-        Pending::Exec(request) => remote_command(ctx, req, Command::Exec(request), creation_timeout),
-        Pending::Attach(request) => remote_command(ctx, req, Command::Attach(request), creation_timeout),
-        Pending::PortForward(request) => port_forward(ctx, req, request.pod_sandbox_id, creation_timeout),
+        Pending::Exec(request) => remote_command(ctx, req, Command::Exec(request), timeouts),
+        Pending::Attach(request) => remote_command(ctx, req, Command::Attach(request), timeouts),
+        Pending::PortForward(request) => port_forward(ctx, req, request.pod_sandbox_id, timeouts),
     }
 }
 
@@ -254,12 +257,7 @@ fn switching(upgrade: &Upgrade) -> Reply {
     response
 }
 
-fn remote_command(
-    ctx: Arc<Context>,
-    mut req: Request<Incoming>,
-    command: Command,
-    creation_timeout: Duration,
-) -> Reply {
+fn remote_command(ctx: Arc<Context>, mut req: Request<Incoming>, command: Command, timeouts: Timeouts) -> Reply {
     let (options, container_id) = match &command {
         Command::Exec(r) => {
             (Options { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, tty: r.tty }, r.container_id.clone())
@@ -279,7 +277,7 @@ fn remote_command(
     let span = tracing::info_span!("stream", kind, container_id = %container_id);
     upgraded(&mut req, upgrade, span, move |io, upgrade| async move {
         let session = match upgrade {
-            Upgrade::Spdy(protocol) => match Session::spdy(io, protocol, options, creation_timeout).await {
+            Upgrade::Spdy(protocol) => match Session::spdy(io, protocol, options, timeouts).await {
                 Ok(session) => session,
                 Err(message) => {
                     tracing::warn!(%message, "streaming session not started");
@@ -288,7 +286,7 @@ fn remote_command(
             },
             Upgrade::WebSocket { protocol, .. } => {
                 let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-                Session::websocket(ws, protocol, options).await
+                Session::websocket(ws, protocol, options, timeouts.idle).await
             }
         };
         tracing::debug!("session started");
@@ -342,7 +340,7 @@ fn query_ports(query: Option<&str>) -> std::result::Result<Vec<u16>, String> {
     Ok(ports)
 }
 
-fn port_forward(ctx: Arc<Context>, mut req: Request<Incoming>, pod_id: String, creation_timeout: Duration) -> Reply {
+fn port_forward(ctx: Arc<Context>, mut req: Request<Incoming>, pod_id: String, timeouts: Timeouts) -> Reply {
     let upgrade = match upgrade_of(req.headers(), portforward::SPDY_PROTOCOLS, portforward::WEBSOCKET_PROTOCOLS) {
         Ok(upgrade) => upgrade,
         Err(refused) => return *refused,
@@ -357,10 +355,10 @@ fn port_forward(ctx: Arc<Context>, mut req: Request<Incoming>, pod_id: String, c
     let span = tracing::info_span!("stream", kind = "portforward", pod_id = %pod_id);
     upgraded(&mut req, upgrade, span, move |io, upgrade| async move {
         match upgrade {
-            Upgrade::Spdy(_) => portforward::spdy(ctx, pod_id, io, creation_timeout).await,
+            Upgrade::Spdy(_) => portforward::spdy(ctx, pod_id, io, timeouts).await,
             Upgrade::WebSocket { protocol, .. } => {
                 let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-                portforward::websocket(ctx, pod_id, ws, protocol, ports).await
+                portforward::websocket(ctx, pod_id, ws, protocol, ports, timeouts.idle).await
             }
         }
     })

@@ -17,12 +17,22 @@ mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use http::{Listener, bind, serve};
 pub use remotecommand::status_json;
 pub use tokens::{MAX_IN_FLIGHT, Pending, TTL, Tokens};
 
 use crate::Result;
+
+/// A session's time limits (the `[streaming]` config).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    /// For the client to open its streams after the upgrade.
+    pub creation: Duration,
+    /// Of nothing read or written on the connection before it is closed.
+    pub idle: Option<Duration>,
+}
 
 /// What the CRI service needs of the streaming server: where it is, and
 /// the tokens it will honour.

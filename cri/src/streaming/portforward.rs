@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 
+use super::Timeouts;
 use super::transport::{Channels, Codec, Sink, Source};
 use crate::service::Context;
 use crate::state::PodState;
@@ -77,12 +78,17 @@ fn failure(port: u16, pod_id: &str, e: &std::io::Error) -> String {
     json!({"closeConnection": !reset, "message": message}).to_string()
 }
 
-/// Serves SPDY port forwarding for pod `pod_id` on `io` until the client closes it.
-pub async fn spdy<T>(ctx: Arc<Context>, pod_id: String, io: T, creation_timeout: Duration)
+/// Serves SPDY port forwarding for pod `pod_id` on `io` until the client
+/// closes it (or it is idle for `timeouts.idle`).
+pub async fn spdy<T>(ctx: Arc<Context>, pod_id: String, io: T, timeouts: Timeouts)
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (session, mut incoming) = bulkhead_spdy::Session::new(io, bulkhead_spdy::Role::Server);
+    if let Some(idle) = timeouts.idle {
+        session.set_idle_timeout(idle);
+    }
+    let creation_timeout = timeouts.creation;
     let mut pairs: HashMap<String, (Option<bulkhead_spdy::Stream>, Option<bulkhead_spdy::Stream>)> = HashMap::new();
     let (expire_tx, mut expired) = tokio::sync::mpsc::channel::<String>(16);
     loop {
@@ -166,14 +172,20 @@ async fn forward_spdy(
     let _ = error.shutdown().await;
 }
 
-/// Serves WebSocket port forwarding of `ports` for pod `pod_id`.
-pub async fn websocket<S>(ctx: Arc<Context>, pod_id: String, ws: WebSocketStream<S>, protocol: &str, ports: Vec<u16>)
-where
+/// Serves WebSocket port forwarding of `ports` for pod `pod_id`, closed once idle for `idle`.
+pub async fn websocket<S>(
+    ctx: Arc<Context>,
+    pod_id: String,
+    ws: WebSocketStream<S>,
+    protocol: &str,
+    ports: Vec<u16>,
+    idle: Option<Duration>,
+) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let codec = if protocol.contains("base64") { Codec::Base64 } else { Codec::Binary };
     let readable: Vec<bool> = ports.iter().flat_map(|_| [true, false]).collect();
-    let mut channels = Channels::open(ws, codec, false, &readable);
+    let mut channels = Channels::open(ws, codec, false, &readable, idle);
     let mut forwards = Vec::new();
     for (i, port) in ports.iter().enumerate() {
         let (Ok(n), Some(source)) = (u8::try_from(2 * i), channels.source(u8::try_from(2 * i).unwrap_or(u8::MAX)))

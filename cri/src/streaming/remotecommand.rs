@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::WebSocketStream;
 
+use super::Timeouts;
 use super::transport::{Channels, Codec, Sink, Size, Source, resizes};
 
 /// SPDY subprotocols, most preferred first (v5 is v4 on SPDY).
@@ -74,13 +75,18 @@ fn version(protocol: &str) -> u32 {
 }
 
 impl Session {
-    /// Serves SPDY on `io`: waits (at most `timeout`) for the client to
-    /// open the streams `options` and `protocol` call for.
-    pub async fn spdy<T>(io: T, protocol: &str, options: Options, timeout: Duration) -> Result<Session, String>
+    /// Serves SPDY on `io`: waits (at most `timeouts.creation`) for the
+    /// client to open the streams `options` and `protocol` call for; the
+    /// connection closes once idle for `timeouts.idle`.
+    pub async fn spdy<T>(io: T, protocol: &str, options: Options, timeouts: Timeouts) -> Result<Session, String>
     where
         T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let (session, mut incoming) = bulkhead_spdy::Session::new(io, bulkhead_spdy::Role::Server);
+        if let Some(idle) = timeouts.idle {
+            session.set_idle_timeout(idle);
+        }
+        let timeout = timeouts.creation;
         let version = version(protocol);
         let resizing = options.tty && version >= 3;
         let expected = 1 + [options.stdin, options.stdout, options.stderr && !options.tty, resizing]
@@ -139,14 +145,19 @@ impl Session {
         })
     }
 
-    /// Serves the channel protocol `protocol` on a WebSocket.
-    pub async fn websocket<S>(ws: WebSocketStream<S>, protocol: &str, options: Options) -> Session
+    /// Serves the channel protocol `protocol` on a WebSocket, closed once idle for `idle`.
+    pub async fn websocket<S>(
+        ws: WebSocketStream<S>,
+        protocol: &str,
+        options: Options,
+        idle: Option<Duration>,
+    ) -> Session
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let codec = if protocol.contains("base64") { Codec::Base64 } else { Codec::Binary };
         let readable = [options.stdin, false, false, false, options.tty];
-        let mut channels = Channels::open(ws, codec, protocol.starts_with("v5."), &readable);
+        let mut channels = Channels::open(ws, codec, protocol.starts_with("v5."), &readable, idle);
         let stderr_wanted = options.stderr && !options.tty;
         let mut stdout = options.stdout.then(|| channels.sink(STDOUT));
         let mut stderr = stderr_wanted.then(|| channels.sink(STDERR));

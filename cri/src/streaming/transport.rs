@@ -6,7 +6,10 @@
 //! `n`). The exec, attach and port-forward code reads [`Source`]s and
 //! writes [`Sink`]s without knowing which it has.
 
+use std::time::Duration;
+
 use base64::Engine;
+use bulkhead_spdy::IdleClock;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -129,8 +132,16 @@ pub struct Channels {
 
 impl Channels {
     /// Starts reading and writing `ws`. `readable[n]`: channel `n` takes
-    /// input from the client. `v5`: the client may close channels.
-    pub fn open<S>(ws: WebSocketStream<S>, codec: Codec, v5: bool, readable: &[bool]) -> Channels
+    /// input from the client. `v5`: the client may close channels. `idle`:
+    /// once no message has gone either way for that long, the connection
+    /// is dropped and the client counts as gone (kubelet's idle timeout).
+    pub fn open<S>(
+        ws: WebSocketStream<S>,
+        codec: Codec,
+        v5: bool,
+        readable: &[bool],
+        idle: Option<Duration>,
+    ) -> Channels
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -149,8 +160,11 @@ impl Channels {
             }
         }
         let (gone_tx, gone) = watch::channel(false);
-        tokio::spawn(async move {
+        let clock = IdleClock::new();
+        let read_clock = clock.clone();
+        let reader = tokio::spawn(async move {
             while let Some(Ok(message)) = stream.next().await {
+                read_clock.touch();
                 if message.is_close() {
                     break;
                 }
@@ -171,16 +185,33 @@ impl Channels {
             drop(inputs);
             let _ = gone_tx.send(true);
         });
-        tokio::spawn(async move {
+        let write_clock = clock.clone();
+        let writer = tokio::spawn(async move {
             while let Some(message) = queue.recv().await {
                 if sink.send(message).await.is_err() {
                     return;
                 }
+                write_clock.touch();
             }
             let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
             let _ = sink.send(Message::Close(Some(close))).await;
             let _ = sink.close().await;
         });
+        if let Some(idle) = idle {
+            let mut ended = gone.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = clock.idle_for(idle) => {
+                        tracing::debug!(?idle, "websocket idle, closing it");
+                        // Dropping both halves closes the connection; the
+                        // reader's end (its sender dropped) tells the session.
+                        reader.abort();
+                        writer.abort();
+                    }
+                    () = went(&mut ended) => {}
+                }
+            });
+        }
         Channels { sources, codec, out, gone }
     }
 
