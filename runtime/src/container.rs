@@ -295,20 +295,10 @@ impl Runtime {
             path: fifo.clone(),
             errno,
         })?;
-        let pipe = || {
-            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|errno| Error::Syscall {
-                op: "pipe",
-                path: dir.to_owned(),
-                errno,
-            })
-        };
-        let (pid_r, pid_w) = pipe()?;
-        let (report_r, report_w) = pipe()?;
-        let (go_r, go_w) = pipe()?;
+        let (caller, child) = Pipes::new(dir)?.split();
         let namespaces = bundle.spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
         let pid_ns = namespaces.iter().find(|n| n.typ() == LinuxNamespaceType::Pid).cloned();
         let user_ns = namespaces.iter().find(|n| n.typ() == LinuxNamespaceType::User).cloned();
-        let (map_r, map_w) = pipe()?;
         if user_ns.as_ref().is_some_and(|n| n.path().is_none()) {
             // Init opens the FIFO as the container's root: give it to that user.
             let linux = bundle.spec.linux().clone().unwrap_or_default();
@@ -338,27 +328,23 @@ impl Runtime {
         } else {
             cgroup.create()?;
         }
-        let (ready_r, ready_w) = pipe()?;
         let cloned = if direct {
             let dir = cgroup.unified_dir();
             clone_in(dir.as_ref(), CloneFlags::CLONE_NEWPID).ok().map(|forked| (forked, dir.is_some()))
         } else {
             None
         };
+        // From here each process drops the other side's ends at once: a
+        // reader sees end-of-file when the writer's process dies only if
+        // no other process still holds the write end.
         if let Some((ForkResult::Child, in_unified)) = cloned {
-            drop(pid_r);
-            drop(report_r);
-            drop(go_w);
-            drop(map_w);
-            drop(pid_w);
-            drop(map_r);
-            drop(ready_w);
-            let join_cgroup = overlap.then_some(init::CgroupJoin { ready: ready_r, in_unified });
+            drop(caller);
+            let join_cgroup = overlap.then_some(init::CgroupJoin { ready: child.ready, in_unified });
             let join_now = join_cgroup.is_none();
-            let channels = init::Channels { report: report_w, go: go_r, console, launch: options.launch, join_cgroup };
+            let channels =
+                init::Channels { report: child.report, go: child.go, console, launch: options.launch, join_cgroup };
             init_direct(bundle, &fifo, (cgroup, in_unified, join_now), channels, options.stdio)
         }
-        drop(ready_r);
         if overlap && cloned.is_none() {
             cgroup.create_where(|h| !h.unified)?;
         }
@@ -370,30 +356,27 @@ impl Runtime {
         };
         let (forked, in_unified) = forked;
         match forked.map_err(|errno| Error::Syscall { op: "fork", path: dir.to_owned(), errno })? {
-            ForkResult::Parent { child } if cloned.is_some() => {
-                drop(pid_w);
-                drop(report_w);
-                drop(go_r);
-                drop(map_r);
-                drop(pid_r);
-                drop(map_w);
-                *init_pid = Some(child.as_raw());
+            ForkResult::Parent { child: pid } if cloned.is_some() => {
+                drop(child);
+                *init_pid = Some(pid.as_raw());
                 if overlap {
                     // Init waits for this byte; on failure it reads EOF and gives up.
                     cgroup.create_where(|h| !h.unified)?;
-                    std::fs::File::from(ready_w)
+                    std::fs::File::from(caller.ready)
                         .write_all(b"g")
                         .map_err(|source| Error::Read { path: "init's cgroup pipe".into(), source })?;
                 }
-                self.created(creating, init_pid, child.as_raw(), (report_r, go_w))
+                self.created(creating, init_pid, pid.as_raw(), (caller.report, caller.go))
             }
             ForkResult::Child => {
-                drop(pid_r);
-                drop(report_r);
-                drop(go_w);
-                drop(map_w);
-                let channels =
-                    init::Channels { report: report_w, go: go_r, console, launch: options.launch, join_cgroup: None };
+                drop(caller);
+                let channels = init::Channels {
+                    report: child.report,
+                    go: child.go,
+                    console,
+                    launch: options.launch,
+                    join_cgroup: None,
+                };
                 stage1(Stage1 {
                     bundle,
                     fifo: &fifo,
@@ -401,24 +384,21 @@ impl Runtime {
                     in_unified,
                     pid_ns: pid_ns.as_ref(),
                     user_ns: user_ns.as_ref(),
-                    pid_w,
-                    map_go: map_r,
+                    pid_w: child.pid,
+                    map_go: child.map,
                     channels,
                     stdio: options.stdio,
                 })
             }
-            ForkResult::Parent { child } => {
-                drop(pid_w);
-                drop(report_w);
-                drop(go_r);
-                drop(map_r);
-                let text = read_stage1(pid_r, map_w, child, bundle)?;
-                let _ = waitpid(child, None);
+            ForkResult::Parent { child: stage1_pid } => {
+                drop(child);
+                let text = read_stage1(caller.pid, caller.map, stage1_pid, bundle)?;
+                let _ = waitpid(stage1_pid, None);
                 let pid: i32 = text.trim().parse().map_err(|_| Error::InitFailed {
                     id: id.to_owned(),
                     message: format!("the forking stage failed: {}", text.trim()),
                 })?;
-                self.created(creating, init_pid, pid, (report_r, go_w))
+                self.created(creating, init_pid, pid, (caller.report, caller.go))
             }
         }
     }
@@ -807,6 +787,60 @@ fn exec_child(
     };
     let _ = report.write_all(error.to_string().as_bytes());
     init::exit(127)
+}
+
+/// The pipes between `create` and the processes it makes, made before
+/// the fork or clone and split into the ends each side keeps.
+struct Pipes {
+    /// The forking stage's "map" requests, then init's pid or an error.
+    pid: (OwnedFd, OwnedFd),
+    /// Init's "hooks" requests, then "ok" or "error: …".
+    report: (OwnedFd, OwnedFd),
+    /// The caller's go-ahead after the runtime-side create hooks.
+    go: (OwnedFd, OwnedFd),
+    /// The caller's go-ahead once a new user namespace's id maps are written.
+    map: (OwnedFd, OwnedFd),
+    /// The caller's go-ahead once the cgroup's v1 directories exist.
+    ready: (OwnedFd, OwnedFd),
+}
+
+/// The ends `create` keeps: it reads `pid` and `report`, writes the rest.
+struct CallerEnds {
+    pid: OwnedFd,
+    report: OwnedFd,
+    go: OwnedFd,
+    map: OwnedFd,
+    ready: OwnedFd,
+}
+
+/// The ends the forking stage and init keep: the other halves.
+struct ChildEnds {
+    pid: OwnedFd,
+    report: OwnedFd,
+    go: OwnedFd,
+    map: OwnedFd,
+    ready: OwnedFd,
+}
+
+impl Pipes {
+    fn new(dir: &Path) -> Result<Pipes> {
+        let pipe = || {
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|errno| Error::Syscall {
+                op: "pipe",
+                path: dir.to_owned(),
+                errno,
+            })
+        };
+        Ok(Pipes { pid: pipe()?, report: pipe()?, go: pipe()?, map: pipe()?, ready: pipe()? })
+    }
+
+    fn split(self) -> (CallerEnds, ChildEnds) {
+        let Pipes { pid, report, go, map, ready } = self;
+        (
+            CallerEnds { pid: pid.0, report: report.0, go: go.1, map: map.1, ready: ready.1 },
+            ChildEnds { pid: pid.1, report: report.1, go: go.0, map: map.0, ready: ready.0 },
+        )
+    }
 }
 
 /// fork(2), the child born in `cgroup`'s v2 directory where the kernel can
