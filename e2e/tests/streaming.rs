@@ -63,6 +63,30 @@ fn terminal() -> Streams {
     Streams { stdin: true, stdout: true, stderr: false, tty: true }
 }
 
+/// The pid an exec'd shell wrote to `path` in container `id` (waits up to 5 s for it).
+async fn pid_in_file(node: &Node, id: &str, path: &str) -> String {
+    for _ in 0..100 {
+        let (_, out) = bulkhead_e2e::pod::exec(node, id, &format!("/bin/busybox cat {path} 2>/dev/null")).await;
+        if !out.trim().is_empty() {
+            return out.trim().to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no pid in {path} of container {id}: the exec'd process did not start");
+}
+
+/// Whether process `pid` of container `id` is gone within 5 s.
+async fn process_ends(node: &Node, id: &str, pid: &str) -> bool {
+    for _ in 0..100 {
+        let (code, _) = bulkhead_e2e::pod::exec(node, id, &format!("kill -0 {pid}")).await;
+        if code != 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 fn vm_hwm_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
@@ -143,27 +167,9 @@ async fn exec_over_spdy_and_websocket() {
     // A client that leaves kills its process, and only it.
     let url = exec_url(&node, &id, sh("echo $$ > /left; exec /bin/busybox sleep 600"), pipes()).await;
     let session = RemoteCommand::connect(&url, Transport::Spdy, pipes(), V4).await;
-    let mut pid = String::new();
-    for _ in 0..100 {
-        let (_, out) = bulkhead_e2e::pod::exec(&node, &id, "/bin/busybox cat /left 2>/dev/null").await;
-        if !out.trim().is_empty() {
-            pid = out.trim().to_owned();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(!pid.is_empty());
+    let pid = pid_in_file(&node, &id, "/left").await;
     session.disconnect();
-    let mut gone = false;
-    for _ in 0..100 {
-        let (code, _) = bulkhead_e2e::pod::exec(&node, &id, &format!("kill -0 {pid}")).await;
-        if code != 0 {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(gone, "the exec'd process outlived its client");
+    assert!(process_ends(&node, &id, &pid).await, "the exec'd process outlived its client");
     wait_state(&node, &id, ContainerState::ContainerRunning).await;
 
     remove_pod(&node, &pod.0).await;
@@ -510,29 +516,11 @@ async fn silent_sessions_are_closed_after_the_idle_timeout() {
         let url = exec_url(&node, &id, sh("echo $$ > /idle; exec /bin/busybox sleep 600"), pipes()).await;
         let session = RemoteCommand::connect(&url, transport, pipes(), protocols).await;
         let started = std::time::Instant::now();
-        let mut pid = String::new();
-        for _ in 0..100 {
-            let (_, out) = bulkhead_e2e::pod::exec(&node, &id, "/bin/busybox cat /idle 2>/dev/null").await;
-            if !out.trim().is_empty() {
-                pid = out.trim().to_owned();
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(!pid.is_empty(), "{transport:?}: the exec'd process did not start");
+        let pid = pid_in_file(&node, &id, "/idle").await;
         session.finish(LONG).await;
         let silent = started.elapsed();
         assert!(silent >= Duration::from_millis(1900) && silent < Duration::from_secs(10), "{transport:?}: {silent:?}");
-        let mut gone = false;
-        for _ in 0..100 {
-            let (code, _) = bulkhead_e2e::pod::exec(&node, &id, &format!("kill -0 {pid}")).await;
-            if code != 0 {
-                gone = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(gone, "{transport:?}: the exec'd process outlived its idle session");
+        assert!(process_ends(&node, &id, &pid).await, "{transport:?}: the exec'd process outlived its idle session");
         bulkhead_e2e::pod::exec(&node, &id, "/bin/busybox rm -f /idle").await;
     }
 
