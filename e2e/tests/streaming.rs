@@ -491,7 +491,8 @@ async fn the_streaming_server_speaks_tls_when_configured() {
 async fn silent_sessions_are_closed_after_the_idle_timeout() {
     let node = bulkhead_e2e::pod::node_with("10.218.21.0/24", "\n[streaming]\nstream_idle_timeout_seconds = 2\n").await;
     let pod = run_pod(&node, pod_config(&node, "idle")).await;
-    let id = run_container(&node, &pod, container_config(&node, "sleeper", "exec /bin/busybox sleep 1000")).await;
+    let script = "/bin/busybox nc -ll -p 9000 -e /bin/busybox cat & exec /bin/busybox sleep 1000";
+    let id = run_container(&node, &pod, container_config(&node, "sleeper", script)).await;
 
     for (transport, protocols) in [(Transport::Spdy, V4), (Transport::WebSocket, V5)] {
         // Traffic every half second keeps a session open well past the timeout.
@@ -524,13 +525,21 @@ async fn silent_sessions_are_closed_after_the_idle_timeout() {
         bulkhead_e2e::pod::exec(&node, &id, "/bin/busybox rm -f /idle").await;
     }
 
-    // A port-forward session with nothing forwarded is closed too.
+    // Port-forward sessions with nothing moving are closed too: SPDY, and a
+    // WebSocket connected to a listener that says nothing.
     let url = port_forward_url(&node, &pod.0, vec![]).await;
     let forward = PortForward::connect(&url).await;
     let started = std::time::Instant::now();
     tokio::time::timeout(LONG, forward.closed()).await.expect("the idle port-forward session was not closed");
     let silent = started.elapsed();
     assert!(silent >= Duration::from_millis(1900) && silent < Duration::from_secs(10), "port-forward: {silent:?}");
+    let url = port_forward_url(&node, &pod.0, vec![9000]).await;
+    let (mut ws, _) = ws_connect(&format!("{url}?port=9000"), &["v4.channel.k8s.io"]).await;
+    let started = std::time::Instant::now();
+    let drained = async { while let Some(Ok(_)) = futures_util::StreamExt::next(&mut ws).await {} };
+    tokio::time::timeout(LONG, drained).await.expect("the idle port-forward WebSocket was not closed");
+    let silent = started.elapsed();
+    assert!(silent >= Duration::from_millis(1900) && silent < Duration::from_secs(10), "WebSocket: {silent:?}");
 
     wait_state(&node, &id, ContainerState::ContainerRunning).await;
     remove_pod(&node, &pod.0).await;

@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use crate::error::Error;
 use crate::frame::{FLAG_FIN, FrameError, HEAD_LEN, Head, MAX_CONTROL_PAYLOAD, data_head, encode, kind, parse_control};
 use crate::headers::{HeaderCompressor, HeaderDecompressor};
+use crate::idle::IdleClock;
 use crate::state::{Inner, Out, Room, Step};
 
 /// What the reader reads ahead from the connection.
@@ -53,20 +54,30 @@ pub(crate) async fn reader<R: AsyncRead + Unpin>(inner: Arc<Inner>, mut rd: R) {
     }
 }
 
-/// Makes `buf` hold at least `n` bytes. `Ok(false)` on a clean end of the
-/// connection (only allowed where `eof_ok`, between frames).
-async fn fill<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut, n: usize, eof_ok: bool) -> Result<bool, ReadEnd> {
+/// Makes `buf` hold at least `n` bytes, touching `activity` for every read
+/// that brings some. `Ok(false)` on a clean end of the connection (only
+/// allowed where `eof_ok`, between frames).
+async fn fill<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    activity: &IdleClock,
+    buf: &mut BytesMut,
+    n: usize,
+    eof_ok: bool,
+) -> Result<bool, ReadEnd> {
     while buf.len() < n {
         buf.reserve((n - buf.len()).max(READ_BUFFER / 4));
-        if rd.read_buf(buf).await? == 0 {
-            if eof_ok && buf.is_empty() {
-                return Ok(false);
-            }
-            return Err(ReadEnd::Io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "connection closed in the middle of a frame",
-            )));
+        let read = rd.read_buf(buf).await?;
+        if read > 0 {
+            activity.touch();
+            continue;
         }
+        if eof_ok && buf.is_empty() {
+            return Ok(false);
+        }
+        return Err(ReadEnd::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed in the middle of a frame",
+        )));
     }
     Ok(true)
 }
@@ -75,13 +86,12 @@ async fn read_frames<R: AsyncRead + Unpin>(inner: &Inner, rd: &mut R) -> Result<
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
     let mut inflater = HeaderDecompressor::new();
     loop {
-        if !fill(rd, &mut buf, HEAD_LEN, true).await? {
+        if !fill(rd, &inner.activity, &mut buf, HEAD_LEN, true).await? {
             return Ok(());
         }
         let Some(head) = buf.first_chunk::<HEAD_LEN>() else { continue };
         let head = Head::parse(*head);
         buf.advance(HEAD_LEN);
-        inner.activity.touch();
         match head {
             Head::Control { version, kind: k, flags, len } => {
                 let len = len as usize;
@@ -98,7 +108,7 @@ async fn read_frames<R: AsyncRead + Unpin>(inner: &Inner, rd: &mut R) -> Result<
                 );
                 if !known {
                     tracing::debug!(kind = k, len, "spdy: unknown control frame skipped");
-                    skip(rd, &mut buf, len).await?;
+                    skip(rd, &inner.activity, &mut buf, len).await?;
                     continue;
                 }
                 if len > MAX_CONTROL_PAYLOAD {
@@ -109,7 +119,7 @@ async fn read_frames<R: AsyncRead + Unpin>(inner: &Inner, rd: &mut R) -> Result<
                         stream_status: None,
                     }));
                 }
-                fill(rd, &mut buf, len, false).await?;
+                fill(rd, &inner.activity, &mut buf, len, false).await?;
                 let payload = buf.split_to(len);
                 poll_fn(|cx| inner.poll_control_room(cx)).await;
                 match parse_control(version, k, flags, &payload, &mut inflater) {
@@ -139,14 +149,13 @@ async fn read_frames<R: AsyncRead + Unpin>(inner: &Inner, rd: &mut R) -> Result<
                 let mut remaining = len as usize;
                 while remaining > 0 {
                     if buf.is_empty() {
-                        fill(rd, &mut buf, 1, false).await?;
+                        fill(rd, &inner.activity, &mut buf, 1, false).await?;
                     }
                     let at_hand = buf.len().min(remaining);
                     match poll_fn(|cx| inner.poll_data_room(stream_id, cx)).await {
                         Room::Deliver(room) => {
                             let n = at_hand.min(room);
                             inner.deliver(stream_id, &buf[..n]);
-                            inner.activity.touch();
                             buf.advance(n);
                             remaining -= n;
                         }
@@ -166,10 +175,15 @@ async fn read_frames<R: AsyncRead + Unpin>(inner: &Inner, rd: &mut R) -> Result<
 }
 
 /// Reads past `n` bytes without keeping them.
-async fn skip<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut, mut n: usize) -> Result<(), ReadEnd> {
+async fn skip<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    activity: &IdleClock,
+    buf: &mut BytesMut,
+    mut n: usize,
+) -> Result<(), ReadEnd> {
     while n > 0 {
         if buf.is_empty() {
-            fill(rd, buf, 1, false).await?;
+            fill(rd, activity, buf, 1, false).await?;
         }
         let k = buf.len().min(n);
         buf.advance(k);
@@ -185,14 +199,10 @@ pub(crate) async fn writer<W: AsyncWrite + Unpin>(inner: Arc<Inner>, wr: W) {
     let mut scratch = Vec::new();
     loop {
         let step = poll_fn(|cx| inner.poll_batch(cx, &mut batch)).await;
-        let wrote = !batch.is_empty();
-        if let Err(e) = write_batch(&mut wr, &mut deflater, &mut batch, &mut scratch).await {
+        if let Err(e) = write_batch(&mut wr, &inner.activity, &mut deflater, &mut batch, &mut scratch).await {
             tracing::debug!(error = %e, "spdy: connection write failed");
             inner.end(e);
             return;
-        }
-        if wrote {
-            inner.activity.touch();
         }
         match step {
             Step::More => {}
@@ -214,8 +224,11 @@ pub(crate) async fn writer<W: AsyncWrite + Unpin>(inner: Arc<Inner>, wr: W) {
     }
 }
 
+/// Writes `batch`, touching `activity` as each frame goes into the buffer
+/// (which writes to the connection whenever it fills), and flushes.
 async fn write_batch<W: AsyncWrite + Unpin>(
     wr: &mut BufWriter<W>,
+    activity: &IdleClock,
     deflater: &mut HeaderCompressor,
     batch: &mut Vec<Out>,
     scratch: &mut Vec<u8>,
@@ -235,7 +248,9 @@ async fn write_batch<W: AsyncWrite + Unpin>(
                 wr.write_all(&data).await?;
             }
         }
+        activity.touch();
     }
     wr.flush().await?;
+    activity.touch();
     Ok(())
 }

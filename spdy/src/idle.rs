@@ -30,10 +30,11 @@ impl IdleClock {
         IdleClock { start: Instant::now(), last: Arc::new(AtomicU64::new(0)) }
     }
 
-    /// Records activity now.
+    /// Records activity now (never moving the clock back, whichever of
+    /// two concurrent touches lands last).
     pub fn touch(&self) {
         let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(ms, Ordering::Relaxed);
+        self.last.fetch_max(ms, Ordering::Relaxed);
     }
 
     /// Resolves once nothing has touched the clock for `timeout`.

@@ -98,7 +98,8 @@ impl Session {
         let collect = async {
             while received < expected {
                 let Some(stream) = incoming.next().await else {
-                    return Err("the client closed the connection before opening its streams".to_owned());
+                    let why = session.end_reason().map_or_else(|| "closed".to_owned(), |e| e.to_string());
+                    return Err(format!("the connection ended before the client opened its streams: {why}"));
                 };
                 let slot = match stream.header("streamtype") {
                     Some("error") => &mut error,

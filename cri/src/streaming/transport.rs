@@ -186,7 +186,7 @@ impl Channels {
             let _ = gone_tx.send(true);
         });
         let write_clock = clock.clone();
-        let writer = tokio::spawn(async move {
+        let mut writer = tokio::spawn(async move {
             while let Some(message) = queue.recv().await {
                 if sink.send(message).await.is_err() {
                     return;
@@ -207,8 +207,16 @@ impl Channels {
                         // reader's end (its sender dropped) tells the session.
                         reader.abort();
                         writer.abort();
+                        return;
                     }
                     () = went(&mut ended) => {}
+                }
+                // The client closed its side: what is left to send is
+                // bounded by the same clock, so a client that no longer
+                // reads cannot hold the writer (and the socket) for ever.
+                tokio::select! {
+                    () = clock.idle_for(idle) => writer.abort(),
+                    _ = &mut writer => {}
                 }
             });
         }
