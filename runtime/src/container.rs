@@ -804,17 +804,9 @@ struct Pipes {
     ready: (OwnedFd, OwnedFd),
 }
 
-/// The ends `create` keeps: it reads `pid` and `report`, writes the rest.
-struct CallerEnds {
-    pid: OwnedFd,
-    report: OwnedFd,
-    go: OwnedFd,
-    map: OwnedFd,
-    ready: OwnedFd,
-}
-
-/// The ends the forking stage and init keep: the other halves.
-struct ChildEnds {
+/// One side's end of each pipe: for the caller, the read ends of `pid` and
+/// `report` and the write ends of the rest; for the child, the other halves.
+struct Ends {
     pid: OwnedFd,
     report: OwnedFd,
     go: OwnedFd,
@@ -834,11 +826,12 @@ impl Pipes {
         Ok(Pipes { pid: pipe()?, report: pipe()?, go: pipe()?, map: pipe()?, ready: pipe()? })
     }
 
-    fn split(self) -> (CallerEnds, ChildEnds) {
+    /// (the caller's ends, the child's ends)
+    fn split(self) -> (Ends, Ends) {
         let Pipes { pid, report, go, map, ready } = self;
         (
-            CallerEnds { pid: pid.0, report: report.0, go: go.1, map: map.1, ready: ready.1 },
-            ChildEnds { pid: pid.1, report: report.1, go: go.0, map: map.0, ready: ready.0 },
+            Ends { pid: pid.0, report: report.0, go: go.1, map: map.1, ready: ready.1 },
+            Ends { pid: pid.1, report: report.1, go: go.0, map: map.0, ready: ready.0 },
         )
     }
 }
